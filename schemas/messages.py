@@ -1,0 +1,221 @@
+"""Messages on the instance-keyed topics: the `data` of each CloudEvent.
+
+Every model is frozen. The CloudEvents `type` (see `schemas.topics`) names the message and its
+schema version; a new incompatible shape gets a new `.vN` type and an upcaster in one decode
+spot, never a Python class path on the wire.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Subject(_Msg):
+    """What flows through the process: a part serial, a ticket, a document."""
+
+    type: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+
+
+class ProcessRef(_Msg):
+    key: str
+    version: int
+
+
+# --- flowline.instance-requests -------------------------------------------------------------
+
+
+class StartInstance(_Msg):
+    """Start an instance. Without `version` the latest approved version is used."""
+
+    instance_id: str = Field(min_length=1, max_length=200)
+    tenant: str = "default"
+    process: str = Field(min_length=1)
+    version: int | None = None
+    subject: Subject
+    work_order: str | None = None
+    priority: Priority = Priority.MEDIUM
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class InstanceAction(StrEnum):
+    CANCEL = "cancel"
+    HOLD = "hold"
+    RESUME = "resume"
+
+
+class ControlInstance(_Msg):
+    """Cancel, hold or resume a running instance."""
+
+    instance_id: str = Field(min_length=1)
+    action: InstanceAction
+    reason: str | None = None
+    operator: str | None = None
+
+
+# --- flowline.step-completions --------------------------------------------------------------
+
+
+class StepCompletion(_Msg):
+    """A step was done: by an operator, a machine, an automated handler or a timer.
+
+    The CloudEvent id is the idempotency key: sending the same completion twice is safe.
+    """
+
+    instance_id: str = Field(min_length=1)
+    step: str = Field(min_length=1)
+    visit: int | None = Field(default=None, ge=1)
+    outcome: str | None = None  # pass | fail | a named edge; None on non-decision steps
+    measurements: dict[str, Any] = Field(default_factory=dict)
+    operator: str | None = None
+    equipment: str | None = None
+    note: str | None = None
+
+
+# --- flowline.step-commands -----------------------------------------------------------------
+
+
+class StepCommand(_Msg):
+    """Enter a step: what a task service, a worker or a machine needs to do the work."""
+
+    command_id: str  # "instance/step/visit": deterministic, so consumers can dedupe
+    instance_id: str
+    tenant: str
+    process: ProcessRef
+    step: str
+    step_type: str
+    step_name: str | None = None
+    visit: int
+    visits: dict[str, int]
+    role: str | None = None
+    escalate_to: str | None = None
+    revisit_assignment: str = "any"
+    revisit_role: str | None = None
+    previous_operators: list[str] = Field(default_factory=list)
+    instructions: str | None = None
+    decision_type: str | None = None
+    outcomes: list[str] = Field(default_factory=list)  # the outcomes this step accepts
+    priority: str = "medium"
+    subject: Subject | None = None
+    work_order: str | None = None
+    reason: str  # why the step was entered: started | pass | fail | escalated | <outcome>
+    entered_at: str
+    due_at: str | None = None
+    timer: str | None = None
+    action: dict[str, Any] | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- flowline.instance-events ---------------------------------------------------------------
+
+
+class InstanceEventKind(StrEnum):
+    STARTED = "started"
+    STEP_ENTERED = "step_entered"
+    STEP_COMPLETED = "step_completed"
+    ESCALATED = "escalated"
+    HELD = "held"
+    RESUMED = "resumed"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class InstanceEvent(_Msg):
+    """Something happened to an instance; integrators and the journey read model follow these."""
+
+    kind: InstanceEventKind
+    instance_id: str
+    tenant: str = "default"
+    process: ProcessRef | None = None
+    at: str
+    step: str | None = None
+    visit: int | None = None
+    outcome: str | None = None
+    operator: str | None = None
+    measurements: dict[str, Any] | None = None
+    to_step: str | None = None  # escalated: where the instance went instead
+    terminal_status: str | None = None
+    status: str | None = None  # the instance status after this event
+    reason: str | None = None
+    subject: Subject | None = None
+    work_order: str | None = None
+    visits: dict[str, int] | None = None
+    source_event_id: str | None = None  # the request/completion that caused this event
+
+
+# --- flowline.dead-letters ------------------------------------------------------------------
+
+
+class RejectReason(StrEnum):
+    MALFORMED = "malformed"  # not a CloudEvent, bad JSON, fails its schema
+    UNSUPPORTED_TYPE = "unsupported_type"  # a ce_type this consumer does not know
+    UNKNOWN_INSTANCE = "unknown_instance"
+    STALE = "stale"  # a step or visit the instance is not in
+    NO_MATCHING_EDGE = "no_matching_edge"  # an outcome the step has no edge for
+    UNKNOWN_PROCESS = "unknown_process"  # no such approved process/version
+    PROCESS_NOT_ACTIVE = "process_not_active"  # paused or deprecated: starts no instances
+    INSTANCE_EXISTS = "instance_exists"
+    INSTANCE_NOT_RUNNING = "instance_not_running"  # completed, cancelled or on hold
+    INVALID_TRANSITION = "invalid_transition"  # e.g. resume an instance that is not held
+    PROCESSING_ERROR = "processing_error"  # a bug: the record is kept here, not lost
+
+
+class DeadLetter(_Msg):
+    """A record a consumer could not apply, kept whole with the reason."""
+
+    reason: RejectReason
+    detail: str
+    consumer: str
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    value: str | None = None  # the original value as UTF-8, or base64 when it is not text
+    value_encoding: str = "utf-8"
+    at: str
+
+
+# --- flowline.task-events -------------------------------------------------------------------
+
+
+class TaskEventKind(StrEnum):
+    CREATED = "created"
+    CLAIMED = "claimed"
+    RELEASED = "released"
+    COMPLETED = "completed"
+    BREACHED = "breached"
+    ESCALATED = "escalated"
+
+
+class TaskEvent(_Msg):
+    """A change to an inbox task, for dashboards and integrators."""
+
+    kind: TaskEventKind
+    task_id: str
+    instance_id: str
+    tenant: str = "default"
+    step: str
+    visit: int
+    role: str | None = None
+    operator: str | None = None
+    outcome: str | None = None
+    at: str

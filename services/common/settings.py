@@ -1,0 +1,80 @@
+"""Settings, built explicitly (never at import) from `FLOWLINE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import (
+    DEAD_LETTERS,
+    DEFINITIONS,
+    INSTANCE_EVENTS,
+    INSTANCE_REQUESTS,
+    STEP_COMMANDS,
+    STEP_COMPLETIONS,
+    TASK_EVENTS,
+    TopicSpec,
+)
+
+
+class Settings(BaseSettings):
+    """Everything a Flowline service needs to find its broker, database and peers."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWLINE_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "flowline."
+    partitions: int = Field(default=12, ge=1)
+    data_dir: Path = Path(".flowline")
+    database_url: str | None = None  # default: SQLite in data_dir, one file per service
+    definitions_url: str = "http://127.0.0.1:8101"
+    tasks_url: str = "http://127.0.0.1:8102"
+    gateway_port: int = 8100
+    router_web_port: int = 8103
+    router_id: str | None = None  # default: "<topic_prefix>router", so prefixes never share
+    log_level: str = "INFO"
+
+    @property
+    def router_app_id(self) -> str:
+        """The faust app id: names the router's consumer group and changelog topics."""
+        return self.router_id or f"{self.topic_prefix}router"
+
+    def topic(self, spec: TopicSpec) -> str:
+        return spec.name(self.topic_prefix)
+
+    @property
+    def definitions_topic(self) -> str:
+        return self.topic(DEFINITIONS)
+
+    @property
+    def requests_topic(self) -> str:
+        return self.topic(INSTANCE_REQUESTS)
+
+    @property
+    def completions_topic(self) -> str:
+        return self.topic(STEP_COMPLETIONS)
+
+    @property
+    def commands_topic(self) -> str:
+        return self.topic(STEP_COMMANDS)
+
+    @property
+    def instance_events_topic(self) -> str:
+        return self.topic(INSTANCE_EVENTS)
+
+    @property
+    def task_events_topic(self) -> str:
+        return self.topic(TASK_EVENTS)
+
+    @property
+    def dead_letters_topic(self) -> str:
+        return self.topic(DEAD_LETTERS)
+
+    def db_url(self, service: str) -> str:
+        """The service's database: `database_url` when set, else SQLite under `data_dir`."""
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"

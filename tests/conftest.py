@@ -1,0 +1,94 @@
+"""Fixtures that start real things: one broker per session, fresh topics per test.
+
+`FLOWLINE_BROKER=tansu|kafka` picks the local broker (Tansu by default); `FLOWLINE_KAFKA_BOOTSTRAP`
+points at an external one. With `CI=true` a missing broker fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally when infrastructure is missing; fail in CI, where it must be there."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"infrastructure missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+async def async_wait_for(predicate: Callable[[], Any], within: float = 30.0,
+                         interval: float = 0.05, what: str = "condition") -> Any:
+    """`wait_for` for coroutines: `predicate` may be sync or return an awaitable."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Any]:
+    """A running Kafka-compatible broker for the whole session."""
+    from services.common.brokers import BrokerError, broker_from_env
+
+    try:
+        b = broker_from_env()
+        b.start()
+    except BrokerError as exc:
+        need(False, f"no broker: {exc}")
+        raise
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture()
+def settings(broker: Any, tmp_path: Path) -> Settings:
+    """Settings with a unique topic prefix and data dir, so tests never see each other's data."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        topic_prefix=prefix,
+        partitions=4,
+        data_dir=tmp_path / "data",
+    )
