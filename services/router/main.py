@@ -1,0 +1,23 @@
+"""`flowline router`: run one router worker until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.worker import Worker
+
+from services.common import logs
+from services.common.kafka import create_topics
+from services.common.settings import Settings
+from services.router.app import create_app
+
+
+def run(settings: Settings) -> None:
+    logs.setup(settings.log_level)
+    (settings.data_dir / "router").mkdir(parents=True, exist_ok=True)
+    asyncio.run(create_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs its own loop
+    app = create_app(settings)
+    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                    redirect_stdouts=False, override_logging=False)
+    worker.execute_from_commandline()
