@@ -10,5 +10,8 @@ def setup(level: str = "INFO") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("aiokafka", "faust", "mode", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if level.upper() != "DEBUG":  # at DEBUG, show everything: that is what it is for
+        for noisy in ("aiokafka", "uvicorn.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Group joins and assignments are what an operator reads after a restart or rebalance.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(level.upper())

@@ -35,6 +35,7 @@ from services.common.settings import Settings
 from services.router import metrics, transport
 from services.router.definitions_view import DefinitionsView
 from services.router.routing import Decision, Graph, InstanceState, decide, resolve_version
+from services.router.stall import StallHealer
 
 log = logging.getLogger(__name__)
 SERVICE = "router"
@@ -197,7 +198,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=20,
         broker_commit_interval=1.0,
         producer_linger=0.005,
-        stream_recovery_delay=0.2,
+        stream_recovery_delay=1.0,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         web_enabled=True,
@@ -216,6 +217,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(inputs, name="route")
     async def route(stream: Any) -> None:
         async for event in stream.events():
+            healer.saw_event()
             try:
                 await router.handle(event)
             except Exception as exc:  # a bug must not stop routing; the record is kept
@@ -226,6 +228,12 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def _start_view() -> None:
         await view.start()
+
+    healer = StallHealer(app, {settings.requests_topic, settings.completions_topic})
+
+    @app.timer(interval=1.0)
+    async def _heal_stalls() -> None:
+        await healer.check()
 
     @app.timer(interval=5.0)
     async def _gauges() -> None:
