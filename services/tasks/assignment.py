@@ -1,0 +1,43 @@
+"""Who may claim or complete a task: pure rules over a task row, raising the HTTP-mapped errors."""
+
+from __future__ import annotations
+
+from services.common.errors import Conflict, Invalid
+from services.tasks.models import CLAIMED, OPEN, Task
+
+
+def check_claimable(task: Task, operator: str) -> None:
+    """Raise Conflict unless `operator` may hold `task` (already holding it is fine)."""
+    if task.status not in (OPEN, CLAIMED):
+        raise Conflict(f"task {task.task_id} is {task.status}", code="task_closed",
+                       details={"status": task.status})
+    if task.status == CLAIMED and task.assignee != operator:
+        raise Conflict(f"task {task.task_id} is claimed by {task.assignee}", code="task_claimed",
+                       details={"assignee": task.assignee})
+    check_revisit(task, operator)
+
+
+def check_revisit(task: Task, operator: str) -> None:
+    """The step's revisit policy: on a revisit, `different` bars and `same` requires an earlier
+    operator of the step (seed 000: rework is redone by fresh eyes, or by whoever knows it)."""
+    previous = task.previous_operators or []
+    if task.revisit_assignment == "different" and operator in previous:
+        raise Conflict(
+            f"{operator} already worked on step {task.step}; revisits need a different operator",
+            code="revisit_different_operator", details={"previous_operators": previous},
+        )
+    if task.revisit_assignment == "same" and previous and operator not in previous:
+        raise Conflict(
+            f"step {task.step} is revisited by its earlier operator ({', '.join(previous)})",
+            code="revisit_same_operator", details={"previous_operators": previous},
+        )
+
+
+def check_outcome(task: Task, outcome: str | None) -> None:
+    """Decision steps need an outcome, one of the step's outcomes when it lists them."""
+    if task.step_type == "decision" and not outcome:
+        raise Invalid(f"step {task.step} is a decision: an outcome is required",
+                      code="outcome_required", details={"outcomes": task.outcomes})
+    if outcome and task.outcomes and outcome not in task.outcomes:
+        raise Invalid(f"outcome {outcome!r} is not one of {task.outcomes}",
+                      code="unknown_outcome", details={"outcomes": task.outcomes})

@@ -1,0 +1,187 @@
+"""The Kafka side of the tasks service: micro-batches in, one SQL transaction per batch.
+
+At-least-once: offsets are committed only after the batch's transaction (and its dead
+letters) succeeded, so a crash in between means a redelivery, which the handlers make a no-op.
+A record that cannot be decoded or validated is dead-lettered and committed: it never blocks
+its partition. A database error is retried with backoff; an error that retrying cannot fix
+is isolated to its record, which is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import RejectReason
+from services.common.envelopes import MalformedRecord, decode, utcnow
+from services.common.kafka import EventProducer, send_dead_letter
+from services.common.settings import Settings
+from services.tasks import metrics
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[AsyncSession, Sequence[Any], datetime], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """How one topic's records become rows: accepted CloudEvents types, data model, fold."""
+
+    ce_types: frozenset[str]
+    model: type[BaseModel]
+    apply: Apply
+    check: Callable[[Any], None] = field(default=lambda _msg: None)  # extra validation
+
+
+class Rejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A lost connection or a locked database heals by itself; other errors do not."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+class BatchConsumer:
+    """Consume `handlers`' topics in one group and fold them into SQL in micro-batches."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                 producer: EventProducer, handlers: dict[str, Handler], group_id: str,
+                 name: str = "tasks") -> None:
+        self.settings, self.sessions, self.producer = settings, sessions, producer
+        self.handlers, self.group_id, self.name = handlers, group_id, name
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *self.handlers,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Short timeouts: a restarted service rejoins in seconds, not half a minute.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            rebalance_timeout_ms=20000,
+            fetch_max_wait_ms=100,  # the local broker's fetch polls; keep latency low
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        backoff = 0.2
+        while True:
+            batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                if batch:
+                    await self.process(batch)
+                backoff = 0.2
+            except Exception as exc:  # retried: log loudly, rewind, back off
+                log.exception("%s: batch failed, retrying in %.1fs", self.name, backoff)
+                metrics.BATCH_FAILURES.labels(type(exc).__name__).inc()
+                for tp, records in batch.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    @property
+    def running(self) -> bool:
+        """True while the consume loop is alive (for health checks)."""
+        return self._task is not None and not self._task.done()
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Apply one fetched batch, dead-letter what cannot be applied, commit offsets."""
+        valid: dict[str, list[tuple[ConsumerRecord, Any]]] = {t: [] for t in self.handlers}
+        rejects: list[tuple[ConsumerRecord, Rejected]] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    valid[record.topic].append((record, self._parse(record)))
+                except Rejected as rejected:
+                    rejects.append((record, rejected))
+        now = utcnow()
+        try:
+            async with self.sessions() as session, session.begin():
+                for topic, items in valid.items():
+                    await self.handlers[topic].apply(session, [m for _, m in items], now)
+        except Exception as exc:
+            if _retryable(exc):
+                raise
+            # One bad record must not sink its batch: apply them one by one to find it.
+            rejects += await self._one_by_one(valid, now)
+        for record, why in rejects:
+            await self._dead_letter(record, why)
+        for topic, items in valid.items():
+            metrics.RECORDS.labels(topic.removeprefix(self.settings.topic_prefix)).inc(len(items))
+        try:
+            assert self._consumer is not None
+            await self._consumer.commit()
+        except CommitFailedError:  # rebalanced away: the new owner redelivers, idempotently
+            log.warning("%s: offset commit failed after a rebalance", self.name)
+
+    def _parse(self, record: ConsumerRecord) -> Any:
+        handler = self.handlers[record.topic]
+        try:
+            decoded = decode(record.headers, record.key, record.value)
+        except MalformedRecord as exc:
+            raise Rejected(RejectReason.MALFORMED, str(exc)) from exc
+        if decoded.type not in handler.ce_types:
+            raise Rejected(RejectReason.UNSUPPORTED_TYPE, f"unknown ce_type {decoded.type!r}")
+        try:
+            message = handler.model.model_validate(decoded.data)
+            handler.check(message)
+        except (ValidationError, ValueError) as exc:
+            detail = f"invalid {handler.model.__name__}: {exc}"
+            raise Rejected(RejectReason.MALFORMED, detail) from exc
+        return message
+
+    async def _one_by_one(self, valid: dict[str, list[tuple[ConsumerRecord, Any]]],
+                          now: datetime) -> list[tuple[ConsumerRecord, Rejected]]:
+        failed = []
+        for topic, items in valid.items():
+            for record, message in items:
+                try:
+                    async with self.sessions() as session, session.begin():
+                        await self.handlers[topic].apply(session, [message], now)
+                except Exception as exc:
+                    if _retryable(exc):
+                        raise
+                    log.exception("%s: record %s@%d failed", self.name, topic, record.offset)
+                    failed.append((record, Rejected(RejectReason.MALFORMED,
+                                                    f"could not apply: {exc!r}"[:2000])))
+        return failed
+
+    async def _dead_letter(self, record: ConsumerRecord, rejected: Rejected) -> None:
+        metrics.DEAD_LETTERS.labels(rejected.reason.value).inc()
+        await send_dead_letter(
+            self.producer, consumer=self.group_id, topic=record.topic,
+            partition=record.partition, offset=record.offset, key=record.key,
+            headers=list(record.headers or ()), value=record.value,
+            reason=rejected.reason, detail=rejected.detail,
+        )

@@ -1,0 +1,223 @@
+"""The gateway against a real broker and a real tasks service, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from schemas.messages import ProcessRef, StepCommand
+from schemas.topics import CANCEL_V1, COMMAND_V1, COMPLETED_V1, HOLD_V1, START_V1
+from services.common.brokers import ensure_topics
+from services.common.envelopes import Decoded, decode
+from services.common.kafka import EventProducer, topic_table
+from services.common.settings import Settings
+from services.gateway.api import create_app as create_gateway
+from services.tasks.api import create_app as create_tasks
+from tests.conftest import async_wait_for, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run `app` with uvicorn in a background thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), timeout=60, what="uvicorn")
+    assert server.started, "the app failed to start (see the log above)"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture()
+async def topics(settings: Settings) -> Settings:
+    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
+    # Nothing listens on the definitions port: that peer is down for these tests.
+    return settings.model_copy(update={"definitions_url": f"http://127.0.0.1:{free_port()}"})
+
+
+@pytest.fixture()
+def tasks_url(topics: Settings) -> Iterator[str]:
+    with serve(create_tasks(topics)) as url:
+        yield url
+
+
+@pytest.fixture()
+async def gateway(topics: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway alone (its tasks peer is down)."""
+    down = topics.model_copy(update={"tasks_url": f"http://127.0.0.1:{free_port()}"})
+    with serve(create_gateway(down)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture()
+async def stack(topics: Settings, tasks_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in front of a running tasks service."""
+    with serve(create_gateway(topics.model_copy(update={"tasks_url": tasks_url}))) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
+
+
+async def consume_until(settings: Settings, topic: str,
+                        match: Callable[[Decoded], bool]) -> tuple[ConsumerRecord, Decoded]:
+    """Read `topic` from the start (no group) until a decoded event matches."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            async for record in consumer:
+                event = decode(record.headers, record.key, record.value)
+                if match(event):
+                    return record, event
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+async def test_start_instance_produces_a_start_request(gateway: httpx.AsyncClient,
+                                                        topics: Settings) -> None:
+    r = await gateway.post("/v1/instances", headers={"X-Flowline-Tenant": "acme"}, json={
+        "process": "reman", "subject": {"type": "part", "id": "SN-1"}, "work_order": "WO-1",
+        "priority": "high", "context": {"line": 3}})
+    assert r.status_code == 202, r.text
+    instance_id = r.json()["instance_id"]
+    record, event = await consume_until(topics, topics.requests_topic,
+                                        lambda e: e.data.get("instance_id") == instance_id)
+    assert record.key == instance_id.encode() and event.type == START_V1
+    assert event.data == {"instance_id": instance_id, "tenant": "acme", "process": "reman",
+                          "subject": {"type": "part", "id": "SN-1"}, "work_order": "WO-1",
+                          "priority": "high", "context": {"line": 3}}
+
+    r = await gateway.post("/v1/instances", json={
+        "process": "reman", "version": 2, "instance_id": "part-42",
+        "subject": {"type": "part", "id": "SN-42"}})
+    assert r.status_code == 202 and r.json()["instance_id"] == "part-42"
+    _, event = await consume_until(topics, topics.requests_topic,
+                                   lambda e: e.data.get("instance_id") == "part-42")
+    assert (event.data["tenant"], event.data["version"]) == ("default", 2)
+
+
+async def test_completions_and_control_are_produced(gateway: httpx.AsyncClient,
+                                                    topics: Settings) -> None:
+    r = await gateway.post("/v1/instances/part-7/completions", json={
+        "step": "inspect", "visit": 2, "outcome": "pass", "measurements": {"bore_mm": 10.01},
+        "operator": "stand-3", "event_id": "stand-3/0001"})
+    assert r.status_code == 202
+    assert r.json() == {"instance_id": "part-7", "event_id": "stand-3/0001"}
+    record, event = await consume_until(topics, topics.completions_topic,
+                                        lambda e: e.id == "stand-3/0001")
+    assert record.key == b"part-7" and event.type == COMPLETED_V1
+    assert event.data == {"instance_id": "part-7", "step": "inspect", "visit": 2,
+                          "outcome": "pass", "measurements": {"bore_mm": 10.01},
+                          "operator": "stand-3"}
+
+    r = await gateway.post("/v1/instances/part-7/hold", json={"reason": "no parts"})
+    assert r.status_code == 202 and r.json()["action"] == "hold"
+    hold_id = r.json()["event_id"]
+    _, event = await consume_until(topics, topics.requests_topic, lambda e: e.id == hold_id)
+    assert event.type == HOLD_V1
+    assert event.data == {"instance_id": "part-7", "action": "hold", "reason": "no parts"}
+    r = await gateway.post("/v1/instances/part-7/cancel")  # no body at all is fine
+    assert r.status_code == 202
+    cancel_id = r.json()["event_id"]
+    _, event = await consume_until(topics, topics.requests_topic, lambda e: e.id == cancel_id)
+    assert event.type == CANCEL_V1
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/instances", {}),
+    ("/v1/instances", {"process": "reman", "subject": {"type": "part"}}),
+    ("/v1/instances", {"process": "", "subject": {"type": "part", "id": "1"}}),
+    ("/v1/instances", {"process": "reman", "subject": {"type": "p", "id": "1"}, "version": 0}),
+    ("/v1/instances", {"process": "reman", "subject": {"type": "p", "id": "1"}, "colour": 1}),
+    ("/v1/instances", {"process": "reman", "subject": {"type": "p", "id": "1"},
+                       "priority": "asap"}),
+    ("/v1/instances", [1, 2]),
+    ("/v1/instances/x/completions", {"outcome": "pass"}),
+    ("/v1/instances/x/completions", {"step": "s", "visit": 0}),
+    ("/v1/instances/x/hold", {"reason": 5}),
+])
+async def test_bad_bodies_are_422_json(gateway: httpx.AsyncClient, path: str, body: Any) -> None:
+    r = await gateway.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request" and r.json()["error"]["details"]
+
+
+async def test_not_json_is_422(gateway: httpx.AsyncClient) -> None:
+    r = await gateway.post("/v1/instances", content=b"{nope",
+                           headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_a_peer_that_is_down_is_503(gateway: httpx.AsyncClient) -> None:
+    for path in ("/v1/processes", "/v1/tasks", "/v1/instances/x"):
+        r = await gateway.get(path)
+        assert r.status_code == 503, path
+        assert r.json()["error"]["code"] == "unavailable"
+    health = (await gateway.get("/healthz")).json()
+    assert health["peers"] == {"definitions": "down", "tasks": "down"}
+    assert health["status"] == "degraded"
+
+
+async def test_page_and_metrics(gateway: httpx.AsyncClient) -> None:
+    r = await gateway.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<title>Flowline</title>" in r.text and "/v1/analytics/wip" in r.text
+    metrics = await gateway.get("/metrics")
+    assert metrics.status_code == 200 and "flowline_gateway_proxied_total" in metrics.text
+
+
+async def test_tasks_pass_through(stack: httpx.AsyncClient, topics: Settings) -> None:
+    r = await stack.get("/v1/tasks/nope/inspect/1")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "task_not_found" and "nope" in r.json()["error"]["message"]
+    r = await stack.get("/v1/instances/unknown")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "instance_not_found"
+    assert (await stack.get("/healthz")).json()["peers"]["tasks"] == "ok"
+
+    # An inbox round trip through the gateway: the router's command in, a completion out.
+    producer = EventProducer(topics, "test-router")
+    await producer.start()
+    try:
+        cmd = StepCommand(
+            command_id="gw-1/inspect/1", instance_id="gw-1", tenant="default",
+            process=ProcessRef(key="reman", version=1), step="inspect", step_type="decision",
+            visit=1, visits={"inspect": 1}, role="inspector", outcomes=["pass", "fail"],
+            reason="started", entered_at=datetime.now(UTC).isoformat())
+        await producer.send(topics.commands_topic, "gw-1", COMMAND_V1, cmd.dump())
+    finally:
+        await producer.stop()
+
+    async def inbox() -> list:
+        r = await stack.get("/v1/tasks", params={"role": "inspector", "status": "open"})
+        return list(r.json()["items"])
+    [task] = await async_wait_for(inbox, what="the task in the inbox")
+    r = await stack.post(f"/v1/tasks/{task['task_id']}/claim", json={"operator": "ann"})
+    assert r.status_code == 200 and r.json()["status"] == "claimed"
+    r = await stack.post(f"/v1/tasks/{task['task_id']}/complete", json={"operator": "ann"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "outcome_required"
+    r = await stack.post(f"/v1/tasks/{task['task_id']}/complete",
+                         json={"operator": "ann", "outcome": "pass"})
+    assert r.status_code == 202
+    _, event = await consume_until(topics, topics.completions_topic,
+                                   lambda e: e.id == "gw-1/inspect/1/complete")
+    assert event.data["outcome"] == "pass" and event.data["operator"] == "ann"
+    wip = await stack.get("/v1/analytics/wip")
+    assert wip.status_code == 200 and "steps" in wip.json()
