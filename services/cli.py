@@ -1,0 +1,123 @@
+"""`flowline`: run a broker, a service, the whole stack, or the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+import typer
+
+from services.common.settings import Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Flowline: Kafka-native workflow routing.")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@cli.command()
+def broker(kind: str = typer.Option("tansu", help="tansu (local, in memory) or kafka (KRaft)"),
+           port: int = typer.Option(9092, help="port on 127.0.0.1"),
+           data_dir: Path | None = typer.Option(None, help="where Apache Kafka keeps its log")
+           ) -> None:
+    """Start a local Kafka-compatible broker on 127.0.0.1 and wait (Ctrl-C stops it)."""
+    from services.common.brokers import ApacheKafkaBroker, TansuBroker
+
+    b = (TansuBroker(port=port) if kind == "tansu"
+         else ApacheKafkaBroker(port=port, data_dir=data_dir))
+    b.start()
+    typer.echo(f"{b.kind} broker ready: FLOWLINE_KAFKA_BOOTSTRAP={b.bootstrap}")
+    _wait_for_signal()
+    b.stop()
+
+
+@cli.command()
+def topics() -> None:
+    """Create every Flowline topic (idempotent)."""
+    from services.common.kafka import create_topics, topic_table
+
+    settings = _settings()
+    asyncio.run(create_topics(settings))
+    for name, partitions, config in topic_table(settings):
+        typer.echo(f"{name:40} partitions={partitions} {config or ''}")
+
+
+@cli.command()
+def router() -> None:
+    """Run a router worker (faust)."""
+    from services.router.main import run
+
+    run(_settings())
+
+
+@cli.command()
+def definitions() -> None:
+    """Run the definitions service (HTTP)."""
+    from services.definitions.main import run
+
+    run(_settings())
+
+
+@cli.command()
+def tasks() -> None:
+    """Run the tasks service (inbox, journey read model; HTTP)."""
+    from services.tasks.main import run
+
+    run(_settings())
+
+
+@cli.command()
+def gateway() -> None:
+    """Run the public API and web page."""
+    from services.gateway.main import run
+
+    run(_settings())
+
+
+@cli.command()
+def dev(broker_kind: str = typer.Option("tansu", "--broker", help="tansu or kafka")) -> None:
+    """Start a local broker and all four services; Ctrl-C stops everything."""
+    from services.demo.stack import dev_stack
+
+    with dev_stack(broker_kind) as (stack, b):
+        s = stack.settings
+        typer.echo(f"broker {b.kind} at {b.bootstrap}")
+        typer.echo(f"web page and API: http://127.0.0.1:{s.gateway_port}/  (OpenAPI: /docs)")
+        typer.echo(f"logs in {stack.log_dir}")
+        _wait_for_signal()
+
+
+@cli.command()
+def demo(parts: int = typer.Option(50, help="how many parts to remanufacture"),
+         seed: int = typer.Option(7, help="seed for simulated pass/fail results"),
+         broker_kind: str = typer.Option("tansu", "--broker", help="tansu or kafka"),
+         attach: str | None = typer.Option(
+             None, help="use a running stack at this gateway URL instead of starting one"),
+         linger: bool = typer.Option(False, help="keep the stack running after the summary"),
+         ) -> None:
+    """Remanufacture parts through inspection and rework, live in the terminal and the web."""
+    from services.demo.run import run_demo
+
+    raise typer.Exit(run_demo(parts=parts, seed=seed, broker_kind=broker_kind, attach=attach,
+                              linger=linger))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        time.sleep(0.2)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The remanufacturing demo: simulated equipment over Kafka and operators over HTTP."""
