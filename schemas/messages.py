@@ -147,6 +147,7 @@ class InstanceEvent(_Msg):
     process: ProcessRef | None = None
     at: str
     step: str | None = None
+    step_type: str | None = None  # on step_entered: start and terminal steps close at once
     visit: int | None = None
     outcome: str | None = None
     operator: str | None = None

@@ -87,7 +87,7 @@ async def _enter(session: AsyncSession, row: Instance, ev: InstanceEvent, at: da
         select(Visit.id).where(Visit.instance_id == row.instance_id).limit(1)
     )
     # The router enters the start step first; routers that say the step type are believed.
-    step_type = (ev.model_extra or {}).get("step_type")
+    step_type = ev.step_type
     marker = step_type in PASS_THROUGH or (step_type is None and first is None)
     session.add(Visit(instance_id=row.instance_id, step=ev.step, visit=visit_no,
                       reason=ev.reason, entered_at=at, exited_at=at if marker else None))

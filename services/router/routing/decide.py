@@ -208,8 +208,8 @@ class _Run:
                 target, reason = escalation.to, "escalated"
                 continue
             s.visits[target] = visit = visits + 1
-            self.event(InstanceEventKind.STEP_ENTERED, step=target, visit=visit,
-                       visits=dict(s.visits), reason=reason)
+            self.event(InstanceEventKind.STEP_ENTERED, step=target, step_type=step.type.value,
+                       visit=visit, visits=dict(s.visits), reason=reason)
             if step.type == StepType.START:
                 onward = self.graph.edge(target, EdgeType.DEFAULT)
                 self.event(InstanceEventKind.STEP_COMPLETED, step=target, visit=visit)
