@@ -182,8 +182,11 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the router app; nothing connects until the worker starts it."""
+def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust.App:
+    """Build the router app; nothing connects until the worker starts it.
+
+    The worker must also run `view` (the definitions reader) as a service: see `main.run`.
+    """
     transport.register()
     app = faust.App(
         settings.router_app_id,
@@ -209,7 +212,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "router"),
     )
     table = app.Table("instances", default=None, partitions=settings.partitions)
-    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    view = view or DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
     router = Router(settings, app, table, view)
     inputs = app.topic(settings.requests_topic, settings.completions_topic,
                        key_serializer="raw", value_serializer="raw")
@@ -224,10 +227,6 @@ def create_app(settings: Settings) -> faust.App:
                 log.exception("routing failed for %s", event.message.topic)
                 await router._dead_letter(event.message, RejectReason.PROCESSING_ERROR,
                                           f"{type(exc).__name__}: {exc}")
-
-    @app.task
-    async def _start_view() -> None:
-        await view.start()
 
     healer = StallHealer(app, {settings.requests_topic, settings.completions_topic})
 
@@ -250,5 +249,4 @@ def create_app(settings: Settings) -> faust.App:
     async def _health(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "definitions": len(view), "instances": len(table)})
 
-    app.flowline_view = view  # type: ignore[attr-defined]
     return app

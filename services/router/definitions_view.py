@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
 from pydantic import ValidationError
 
 from schemas.graph import ProcessVersion
@@ -24,10 +25,14 @@ from services.router.routing import Graph
 log = logging.getLogger(__name__)
 
 
-class DefinitionsView:
-    """Process versions by (tenant, key, version), with compiled routing graphs."""
+class DefinitionsView(Service):
+    """Process versions by (tenant, key, version), with compiled routing graphs.
+
+    A `mode` service: the faust worker starts it with the app and stops it on shutdown.
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
         self._versions: dict[tuple[str, str], dict[int, ProcessVersion]] = defaultdict(dict)
@@ -36,7 +41,7 @@ class DefinitionsView:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
         )
@@ -46,7 +51,7 @@ class DefinitionsView:
         await self._consumer.seek_to_beginning()
         self._task = asyncio.create_task(self._read(), name="definitions-view")
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -10,6 +10,7 @@ from services.common import logs
 from services.common.kafka import create_topics
 from services.common.settings import Settings
 from services.router.app import create_app
+from services.router.definitions_view import DefinitionsView
 
 
 def run(settings: Settings) -> None:
@@ -17,7 +18,9 @@ def run(settings: Settings) -> None:
     (settings.data_dir / "router").mkdir(parents=True, exist_ok=True)
     asyncio.run(create_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs its own loop
-    app = create_app(settings)
-    worker = Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    app = create_app(settings, view)
+    # The definitions reader is a service of its own: started before, stopped after the app.
+    worker = Worker(app, view, loglevel=settings.log_level.lower(), quiet=True,
                     redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
