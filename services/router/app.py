@@ -212,7 +212,8 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         datadir=str(settings.data_dir / "router"),
     )
     table = app.Table("instances", default=None, partitions=settings.partitions)
-    view = view or DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    if view is None:  # not `or`: an empty view has len 0 and is falsy
+        view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
     router = Router(settings, app, table, view)
     inputs = app.topic(settings.requests_topic, settings.completions_topic,
                        key_serializer="raw", value_serializer="raw")
