@@ -79,6 +79,13 @@ def decode(
         raise MalformedRecord("record has no value")
     hdrs = dict(headers.items() if isinstance(headers, dict) else (headers or ()))
     hdrs = {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in hdrs.items()}
+    # The SDK fills in a missing id (a random UUID) and time ("now"). Either would break what
+    # the engine promises: ce_id is the idempotency key, and a replay must decide the same way.
+    # So look at what the sender actually wrote before the SDK does.
+    written = _attributes_written(hdrs, value)
+    missing = [a for a in ("id", "source", "type", "specversion") if a not in written]
+    if missing:
+        raise MalformedRecord(f"CloudEvent lacks required attribute(s): {', '.join(missing)}")
     try:
         event = from_kafka(KafkaMessage(headers=hdrs, key=key, value=value), _FORMAT)
     except Exception as exc:  # the SDK raises several types; all mean "not a CloudEvent"
@@ -91,7 +98,7 @@ def decode(
             raise MalformedRecord(f"data is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedRecord(f"data must be a JSON object, got {type(data).__name__}")
-    time = event.get_time() or record_time or utcnow()
+    time = (event.get_time() if "time" in written else None) or record_time or utcnow()
     if time.tzinfo is None:
         time = time.replace(tzinfo=UTC)
     return Decoded(
@@ -102,6 +109,19 @@ def decode(
         subject=event.get_subject(),
         data=data,
     )
+
+
+def _attributes_written(headers: dict[str, bytes], value: bytes) -> set[str]:
+    """The CloudEvents attributes present in the record itself, binary or structured mode."""
+    if any(k.startswith("ce_") for k in headers):
+        return {k[3:] for k in headers if k.startswith("ce_")}
+    try:
+        envelope = json.loads(value)
+    except ValueError as exc:
+        raise MalformedRecord(f"not a CloudEvent: neither ce_* headers nor JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise MalformedRecord("not a CloudEvent: structured mode needs a JSON object")
+    return set(envelope)
 
 
 def text_or_base64(value: bytes | None) -> tuple[str | None, str]:

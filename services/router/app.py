@@ -100,7 +100,8 @@ class Router:
                            f"{ce.type!r} is not accepted on {msg.topic}")
         data = dict(ce.data)
         if ce.type.startswith("flowline.instance.") and ce.type != "flowline.instance.start.v1":
-            data.setdefault("action", ce.type.split(".")[2])
+            # The type says what to do; a contradicting `action` in the data must not win.
+            data["action"] = ce.type.split(".")[2]
         try:
             message = model.model_validate(data)
         except ValidationError as exc:
