@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo dev test test-unit test-tansu test-kafka lint kafka-libs schemas clean
+.PHONY: demo dev test test-unit test-tansu test-kafka test-durability lint kafka-libs schemas clean
 
 # A virtualenv with Flowline and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -34,12 +34,16 @@ test-unit: $(VENV)/.installed
 	$(PYTEST) tests/unit tests/contract -q
 
 test-tansu: $(VENV)/.installed
-	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q
+	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability"
 
 # Apache Kafka (KRaft) is the reference broker; test_brokers.py already covers both kinds.
 test-kafka: $(VENV)/.installed kafka-libs
-	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q \
+	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q -m "not durability" \
 		--deselect tests/integration/test_brokers.py
+
+## test-durability: kill -9 the router mid-run on Apache Kafka (not yet reliable: see the test)
+test-durability: $(VENV)/.installed kafka-libs
+	FLOWLINE_BROKER=kafka $(PYTEST) tests/e2e -q -m durability
 
 kafka-libs:
 	deploy/kafka/kafka.sh fetch
