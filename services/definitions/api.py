@@ -22,6 +22,8 @@ from services.definitions.models import Base
 from services.definitions.publisher import OutboxPublisher, ProducerFactory, default_producer
 from services.definitions.repository import Repository
 from services.definitions.routes import Runtime, router
+from services.definitions.routes_catalog import match_router, templates_router
+from services.definitions.routes_design import router as design_router
 
 
 def create_app(settings: Settings, *, publish_wait: float = 5.0,
@@ -50,7 +52,11 @@ def create_app(settings: Settings, *, publish_wait: float = 5.0,
 
     app = FastAPI(title="Flowline definitions", version="1", lifespan=lifespan)
     install_error_handlers(app)
+    # The match route first: otherwise GET /v1/processes/{key} would take "match" as a key.
+    app.include_router(match_router)
     app.include_router(router)
+    app.include_router(design_router)
+    app.include_router(templates_router)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:

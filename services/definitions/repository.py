@@ -27,6 +27,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "resume": (frozenset({"paused"}), "approved"),
     "deprecate": (frozenset({"approved", "paused"}), "deprecated"),
 }
+# Keys that would shadow a fixed path under /v1/processes (GET /v1/processes/match).
+RESERVED_KEYS = frozenset({"match"})
 _VERSION_FIELDS = ("version", "status", "approved_at", "copied_from")
 
 
@@ -70,16 +72,23 @@ class Repository:
     async def create_draft(self, tenant: str, graph: ProcessGraph,
                            copied_from: str | None = None) -> Process:
         """A new draft; 409 when the key already has one (existing versions are fine)."""
-        async with self.sessions.begin() as s:
-            row = await s.scalar(select(Process).where(Process.tenant == tenant,
-                                                       Process.key == graph.key))
-            if row is not None and row.draft is not None:
-                raise Conflict(f"process {graph.key!r} already has a draft; PUT to edit it",
-                               code="draft_exists")
-            if row is None:
-                row = Process(tenant=tenant, key=graph.key)
-                s.add(row)
-            row.draft, row.copied_from = graph.dump(), copied_from
+        if graph.key in RESERVED_KEYS:
+            raise Invalid(f"{graph.key!r} is reserved: GET /v1/processes/{graph.key} is another "
+                          "endpoint; choose another key", code="key_reserved")
+        try:
+            async with self.sessions.begin() as s:
+                row = await s.scalar(select(Process).where(Process.tenant == tenant,
+                                                           Process.key == graph.key))
+                if row is not None and row.draft is not None:
+                    raise Conflict(f"process {graph.key!r} already has a draft; PUT to edit it",
+                                   code="draft_exists")
+                if row is None:
+                    row = Process(tenant=tenant, key=graph.key)
+                    s.add(row)
+                row.draft, row.copied_from = graph.dump(), copied_from
+        except IntegrityError as exc:  # two creations of a new key raced; the other one won
+            raise Conflict(f"process {graph.key!r} was created concurrently; PUT to edit it",
+                           code="draft_exists") from exc
         return row
 
     async def update_draft(self, tenant: str, key: str, graph: ProcessGraph) -> Process:
@@ -91,6 +100,29 @@ class Repository:
                                "(POST /v1/processes to start a new draft)", code="no_draft")
             row.draft = graph.dump()
         return row
+
+    async def patch_draft(self, tenant: str, key: str,
+                          change: Callable[[ProcessGraph], ProcessGraph]) -> Process:
+        """Apply ``change`` to the draft in one transaction (partial edits: details, graph).
+
+        404 without the process, 409 without a draft, like ``update_draft``.
+        """
+        async with self.sessions.begin() as s:
+            row = await self._process(s, tenant, key)
+            if row.draft is None:
+                raise Conflict(f"process {key!r} has no draft; approved versions are immutable "
+                               "(POST /v1/processes to start a new draft)", code="no_draft")
+            row.draft = change(ProcessGraph.model_validate(row.draft)).dump()
+        return row
+
+    async def install(self, tenant: str, graph: ProcessGraph, copied_from: str) -> Process:
+        """A draft for a key that does not exist yet; 409 ``process_exists`` otherwise."""
+        async with self.sessions() as s:
+            if await s.scalar(select(Process.id).where(Process.tenant == tenant,
+                                                       Process.key == graph.key)):
+                raise Conflict(f"process {graph.key!r} already exists; install under another "
+                               "key or edit it", code="process_exists")
+        return await self.create_draft(tenant, graph, copied_from=copied_from)
 
     async def list_processes(self, tenant: str) -> list[tuple[Process, Version | None]]:
         """Every process of ``tenant`` with its latest version (or None)."""

@@ -15,6 +15,7 @@ from schemas.graph import ProcessGraph
 from services.common.errors import Invalid
 from services.definitions import metrics
 from services.definitions.findings import has_errors
+from services.definitions.graph_input import parse_graph
 from services.definitions.publisher import OutboxPublisher
 from services.definitions.repository import Repository, as_utc, to_process_version
 from services.definitions.validation import validate
@@ -62,20 +63,35 @@ def _own(graph: ProcessGraph, tenant: str) -> ProcessGraph:
     return graph.model_copy(update={"tenant": tenant})
 
 
+GraphBody = Annotated[dict[str, Any], Body(
+    description="Graph JSON (DESIGN §4). Steps may carry `temp_id` instead of `id`, edges "
+                "`from_temp_id`/`to_temp_id` instead of `from`/`to`; the answer's `ids` maps "
+                "each temp_id to the stable step id it was given.",
+    openapi_examples={"temp_ids": {"summary": "new nodes from a designer", "value": {
+        "key": "it-support", "steps": [
+            {"temp_id": "n1", "type": "start", "design": {"x": 0, "y": 0}},
+            {"temp_id": "n2", "name": "Triage", "role": "agent", "design": {"x": 100, "y": 0}},
+            {"temp_id": "n3", "type": "terminal", "name": "Done"}],
+        "edges": [{"from_temp_id": "n1", "to_temp_id": "n2"},
+                  {"from_temp_id": "n2", "to_temp_id": "n3", "name": "Complete"}]}}},
+)]
+
+
 @router.post("", status_code=201)
-async def create(graph: Annotated[ProcessGraph, Body()], rt: Rt, t: Tenant) -> dict[str, Any]:
+async def create(body: GraphBody, rt: Rt, t: Tenant) -> dict[str, Any]:
+    graph, ids = parse_graph(body)
     row = await rt.repo.create_draft(t, _own(graph, t))
-    return {"key": row.key, "tenant": t, "status": "draft"}
+    return {"key": row.key, "tenant": t, "status": "draft", "ids": ids}
 
 
 @router.put("/{key}")
-async def update(key: KeyPath, graph: Annotated[ProcessGraph, Body()], rt: Rt,
-                 t: Tenant) -> dict[str, Any]:
+async def update(key: KeyPath, body: GraphBody, rt: Rt, t: Tenant) -> dict[str, Any]:
+    graph, ids = parse_graph(body)
     if graph.key != key:
         raise Invalid(f"body key {graph.key!r} differs from path key {key!r}",
                       code="key_mismatch")
     row = await rt.repo.update_draft(t, key, _own(graph, t))
-    return {"key": key, "status": "draft", "graph": row.draft}
+    return {"key": key, "status": "draft", "graph": row.draft, "ids": ids}
 
 
 @router.get("")

@@ -42,13 +42,21 @@ def outgoing_rules(graph: ProcessGraph) -> list[Finding]:
         elif step.type == StepType.DECISION:
             out += _decision(step, mine, kinds)
         elif step.type == StepType.PARALLEL:
-            if kinds[EdgeType.DEFAULT] < 1:
+            # A split with one branch is a plain step; it is almost always a missing edge.
+            if kinds[EdgeType.DEFAULT] < 2:
                 out.append(error("step.default_edge_count", f"parallel split {step.id!r} needs "
-                                 "at least one default edge (one per branch)", step.id))
+                                 "at least two default edges (one per branch), has "
+                                 f"{kinds[EdgeType.DEFAULT]}", step.id))
         elif kinds[EdgeType.DEFAULT] != 1:
             out.append(error("step.default_edge_count", f"{step.type.value} step {step.id!r} "
                              f"needs exactly one default edge, has {kinds[EdgeType.DEFAULT]}",
                              step.id))
+        if step.type == StepType.JOIN:
+            incoming = sum(1 for e in edges if e.to == step.id)
+            if incoming < 2:
+                out.append(error("join.incoming", f"join {step.id!r} waits for the branches of "
+                                 f"a split and needs at least two incoming edges, has {incoming}",
+                                 step.id))
         if step.type == StepType.REWORK and step.max_visits is None:
             out.append(error("rework.max_visits_missing", f"rework step {step.id!r} needs "
                              "max_visits so its loop ends", step.id))

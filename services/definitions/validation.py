@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from schemas.graph import EdgeType, ProcessGraph, StepType
-from services.definitions import rules_flow
+from services.definitions import rules_conditions, rules_flow
 from services.definitions.durations import parse_duration
 from services.definitions.findings import Finding, Severity, edge_id, error, has_errors, warning
 
@@ -20,9 +20,11 @@ WEIGHT_TOLERANCE = 0.001
 
 
 def validate(graph: ProcessGraph) -> list[Finding]:
-    """Every finding for ``graph``: structure, outgoing edges, flow and cycles, SLAs, weights."""
+    """Every finding for ``graph``: structure, outgoing edges, conditions, flow and cycles,
+    SLAs, weights, timers."""
     findings = _structure(graph)
     findings += rules_flow.outgoing_rules(graph)
+    findings += rules_conditions.condition_rules(graph)
     findings += rules_flow.flow_rules(graph)
     findings += _slas(graph) + _weights(graph) + _timers(graph)
     return findings

@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     routes: list[tuple[str, str, list[str]]] = [
         ("/v1/processes", "definitions", ALL_METHODS),
+        ("/v1/templates", "definitions", ALL_METHODS),
         ("/v1/tasks", "tasks", ALL_METHODS),
         ("/v1/instances", "tasks", ["GET"]),
         ("/v1/analytics", "tasks", ["GET"]),
