@@ -1,4 +1,4 @@
-"""Re-read records that faust fetched but never delivered.
+"""Re-read records that faust fetched but never delivered (with `transport.py`'s gap guard).
 
 faust resumes stream partitions before it seeks them to their committed offsets, and while flow
 is suspended during a rebalance its fetch loop drops messages but still advances its read
