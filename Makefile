@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo dev test test-unit test-tansu test-kafka test-durability lint kafka-libs schemas clean
+.PHONY: demo dev test test-unit test-tansu test-kafka test-durability bench lint kafka-libs schemas clean
 
 # A virtualenv with Flowline and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -33,17 +33,23 @@ lint: $(VENV)/.installed
 test-unit: $(VENV)/.installed
 	$(PYTEST) tests/unit tests/contract -q
 
+# Durability (kill -9) is checked on Apache Kafka, the reference broker: after a restart Tansu
+# does not always re-deliver uncommitted records (see tests/e2e, README "Known gaps").
 test-tansu: $(VENV)/.installed
 	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability"
 
 # Apache Kafka (KRaft) is the reference broker; test_brokers.py already covers both kinds.
 test-kafka: $(VENV)/.installed kafka-libs
-	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e -q -m "not durability" \
+	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e tests/bench -q \
 		--deselect tests/integration/test_brokers.py
 
-## test-durability: kill -9 the router mid-run on Apache Kafka (not yet reliable: see the test)
+## test-durability: only the kill -9 tests, on Apache Kafka
 test-durability: $(VENV)/.installed kafka-libs
 	FLOWLINE_BROKER=kafka $(PYTEST) tests/e2e -q -m durability
+
+## bench: throughput, raw limit, latency, recovery, memory on Apache Kafka -> bench/results/
+bench: $(VENV)/.installed kafka-libs
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 kafka-libs:
 	deploy/kafka/kafka.sh fetch

@@ -1,0 +1,1 @@
+"""Flowline benchmarks: `python -m bench.run` (see bench/README.md)."""

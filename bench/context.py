@@ -1,0 +1,56 @@
+"""What every scenario gets: the broker, sizes for quick or full runs, a progress printer."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Sizes:
+    instances: int  # throughput / raw: instances, each routed through start + len(PATH) steps
+    latency_instances: int  # latency: instances per round (one completion each per round)
+    latency_rounds: int
+    latency_rate: float  # completions per second, paced
+    recovery_reps: int
+    recovery_rate: float  # start requests per second while the router is killed
+    memory_instances: int
+    partitions: int = 12
+
+
+QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
+              recovery_reps=1, recovery_rate=50, memory_instances=1000)
+FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=6, latency_rate=1000,
+             recovery_reps=3, recovery_rate=50, memory_instances=20_000)
+
+
+@dataclass
+class Context:
+    bootstrap: str
+    broker_kind: str
+    broker_version: str
+    broker_data_dir: Path | None
+    broker_pid: int | None
+    work_dir: Path
+    sizes: Sizes
+    profile_dir: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def every(self, seconds: float) -> Callable[[str], None]:
+        """A `say` that prints at most once per `seconds` (for progress counters)."""
+        last = [0.0]
+
+        def say(text: str) -> None:
+            if time.monotonic() - last[0] >= seconds:
+                last[0] = time.monotonic()
+                self.say(text)
+
+        return say
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=sys.stderr, flush=True)

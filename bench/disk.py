@@ -1,0 +1,25 @@
+"""Broker disk used by a topic (Apache Kafka only: Tansu keeps everything in memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def topic_bytes(broker_data_dir: Path | None, topic: str) -> int | None:
+    """Bytes of `topic`'s log segments, or None when the broker's files are not ours to see."""
+    if broker_data_dir is None:
+        return None
+    root = broker_data_dir / "data"
+    if not root.is_dir():
+        return None
+    total = 0
+    for part in root.glob(f"{topic}-*"):
+        if part.name.rsplit("-", 1)[0] != topic:
+            continue
+        total += sum(f.stat().st_size for f in part.glob("*.log"))
+    return total
+
+
+def changelog_topic(router_app_id: str, table: str = "instances") -> str:
+    """faust names a table's changelog `<app id>-<table>-changelog`."""
+    return f"{router_app_id}-{table}-changelog"

@@ -1,0 +1,120 @@
+"""Machine facts recorded with every result, and a meter for CPU others use meanwhile."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+# More than this many cores used by processes that are not ours during a scenario marks its
+# numbers as taken under load (the machine is shared with other engineers' test runs).
+CONTENDED_CORES = 0.25
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                             timeout=10, check=False)
+        return out.stdout.strip()
+    except OSError:
+        return ""
+
+
+def _meminfo_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def machine_info() -> dict[str, Any]:
+    import aiokafka
+    import faust
+
+    return {
+        "nproc": os.cpu_count(),
+        "memory_mb": _meminfo_mb(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "faust": faust.__version__,
+        "aiokafka": aiokafka.__version__,
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def _busy_ticks() -> int:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle
+
+
+def process_ticks(pid: int) -> int:
+    """utime + stime of `pid` (0 once it is gone)."""
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])
+    except (OSError, IndexError):
+        return 0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class CpuMeter:
+    """CPU (in cores) used by the whole machine, by our processes, and by everyone else.
+
+    Call `track(pid)` for every process the scenario starts and `retire(pid)` just before one
+    is killed, so its CPU is not booked to others.
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    busy0: int = field(default_factory=_busy_ticks)
+    ours: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid -> (first, last)
+    load0: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    def track(self, pid: int | None) -> None:
+        if pid and pid not in self.ours:
+            t = process_ticks(pid)
+            self.ours[pid] = (t, t)
+
+    def retire(self, pid: int | None) -> None:
+        if pid in self.ours:
+            first, _ = self.ours[pid]
+            self.ours[pid] = (first, process_ticks(pid) or self.ours[pid][1])
+
+    def report(self) -> dict[str, Any]:
+        seconds = max(1e-6, time.monotonic() - self.started)
+        for pid in self.ours:
+            self.retire(pid)
+        ours = sum(last - first for first, last in self.ours.values()) / TICKS / seconds
+        total = (_busy_ticks() - self.busy0) / TICKS / seconds
+        others = max(0.0, total - ours)
+        return {
+            "seconds": round(seconds, 1),
+            "cpu_cores_total": round(total, 2),
+            "cpu_cores_ours": round(ours, 2),
+            "cpu_cores_others": round(others, 2),
+            "loadavg_1m_at_start": round(self.load0, 2),
+            "under_load": others > CONTENDED_CORES,
+        }

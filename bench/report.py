@@ -1,0 +1,66 @@
+"""Results as JSON (everything) and a short markdown table (the targets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.targets import TARGETS, lookup, verdict
+
+
+def summarise(result: dict[str, Any]) -> None:
+    """Cross-scenario numbers: router / raw."""
+    scenarios = result["scenarios"]
+    router = (scenarios.get("throughput") or {}).get("per_second")
+    raw = (scenarios.get("raw") or {}).get("per_second")
+    result["summary"] = {"router_over_raw": round(router / raw, 3) if router and raw else None}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    m = meta["machine"]
+    lines = [
+        f"# Flowline bench {meta['started_at']} ({meta['mode']}, {meta['broker']['kind']})",
+        "",
+        f"`{meta['command']}` — commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, "
+        f"{m['nproc']} cores ({m['cpu_model']}), {m['memory_mb']} MB, Python {m['python']}, "
+        f"faust {m['faust']}, aiokafka {m['aiokafka']}; broker: {meta['broker']['version']}; "
+        f"load average at start {' / '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}",
+        "",
+        "| metric | value | target | verdict |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for t in TARGETS:
+        value = lookup(result, t.path)
+        if value is None and (t.path[0] == "summary" or t.path[0] not in result["scenarios"]):
+            continue
+        target = "" if t.target is None else f"{'≥' if t.higher_is_better else '≤'} {t.target}"
+        lines.append(f"| {t.label} | {_fmt(value)} {t.unit if value is not None else ''} | "
+                     f"{target} | {verdict(t, value)} |")
+    lines += ["", "| scenario | seconds | our CPU (cores) | others' CPU (cores) | "
+              "load avg 1m at start | under load |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for name, sc in result["scenarios"].items():
+        cpu = sc.get("cpu") or {}
+        error = f" ERROR: {sc['error']}" if "error" in sc else ""
+        lines.append(f"| {name}{error} | {_fmt(cpu.get('seconds'))} | "
+                     f"{_fmt(cpu.get('cpu_cores_ours'))} | {_fmt(cpu.get('cpu_cores_others'))} | "
+                     f"{_fmt(cpu.get('loadavg_1m_at_start'))} | "
+                     f"{'**yes**' if cpu.get('under_load') else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    md_path.write_text(markdown(result))
+    return json_path, md_path

@@ -1,0 +1,70 @@
+"""The raw limit: the same completions through a plain aiokafka loop (bench/rawloop.py).
+
+Same topic names and partition counts, byte-identical input records, and per input the same
+number and sizes of output records the router writes (command, instance events, state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+from typing import Any
+
+from bench import workload
+from bench.context import Context
+from bench.kafka_io import TopicReader, produce_all, rate_between
+from bench.machine import REPO, CpuMeter
+from bench.stack import bench_settings
+from services.common.brokers import ensure_topics
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    n = ctx.sizes.instances
+    settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "r")
+    state_topic = f"{settings.topic_prefix}raw-state"
+    parts = ctx.sizes.partitions
+    await ensure_topics(ctx.bootstrap, [
+        (settings.completions_topic, parts, {}), (settings.commands_topic, parts, {}),
+        (settings.instance_events_topic, parts, {}), (state_topic, parts, {})])
+    shape = workload.router_output_shape()
+    meter = CpuMeter()
+    meter.track(ctx.broker_pid)
+    completions = workload.completions(settings.topic_prefix.rstrip("."), n)
+    reader = await TopicReader(ctx.bootstrap, settings.commands_topic).start()
+    result: dict[str, Any] = {"completions": len(completions),
+                              "output_shape": dataclasses.asdict(shape)}
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        result["preload_s"] = round(await produce_all(
+            ctx.bootstrap, settings.completions_topic, completions), 2)
+        ctx.say(f"raw: {len(completions)} completions pre-loaded; starting the raw loop")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.rawloop", ctx.bootstrap, settings.completions_topic,
+            f"{settings.topic_prefix}raw", settings.commands_topic,
+            settings.instance_events_topic, state_topic, json.dumps(dataclasses.asdict(shape)),
+            cwd=REPO)
+        meter.track(proc.pid)
+        want = len(completions)
+        waiting = asyncio.create_task(reader.wait_for(want, within=60 + want / 500))
+        exited = asyncio.create_task(proc.wait())
+        await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            waiting.cancel()
+            raise RuntimeError(f"raw loop exited with {proc.returncode} (its traceback above)")
+        exited.cancel()
+        if not waiting.result():
+            raise RuntimeError(f"raw loop: only {len(reader.distinct)}/{want} outputs")
+        result.update(rate_between(reader.seen))
+        result["records_written_per_second"] = round(
+            result["per_second"] * (2 + shape.events_per_input), 1)
+    finally:
+        if proc is not None and proc.returncode is None:
+            meter.retire(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+        await reader.stop()
+        result["cpu"] = meter.report()
+    return result

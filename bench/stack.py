@@ -1,0 +1,104 @@
+"""One Flowline for one scenario: fresh topic prefix, topics, a published process version,
+and router processes run through `services.devstack.Stack` exactly as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.machine import TICKS, CpuMeter, process_ticks, rss_mb
+from bench.workload import definition_record, process_version
+from services.common.kafka import EventProducer, create_topics
+from services.common.settings import Settings
+from services.devstack import Stack
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_settings(bootstrap: str, data_dir: Path, partitions: int, tag: str) -> Settings:
+    prefix = f"b{tag}{uuid.uuid4().hex[:6]}."
+    return Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions,
+                    data_dir=data_dir / prefix.rstrip("."), router_web_port=_free_port(),
+                    log_level="WARNING")
+
+
+async def prepare(settings: Settings) -> None:
+    """Create the topics and publish the process version, as an approval would."""
+    await create_topics(settings)
+    record = definition_record(process_version())
+    producer = EventProducer(settings, "bench")
+    await producer.start()
+    try:
+        await producer.send_raw(settings.definitions_topic, record.key, record.value,
+                                record.headers)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Routers:
+    """Router worker processes (one per `Stack`, i.e. per worker) for a scenario."""
+
+    settings: Settings
+    meter: CpuMeter
+    stacks: list[Stack]
+
+    @classmethod
+    def of(cls, settings: Settings, meter: CpuMeter) -> Routers:
+        return cls(settings, meter, [])
+
+    async def start(self, workers: int = 1, within: float = 90) -> float:
+        """Start `workers` routers and return the seconds until all answer /healthz."""
+        started = time.monotonic()
+        for n in range(len(self.stacks), workers):
+            # Each worker needs its own web port and data dir; same group, same topics.
+            s = self.settings.model_copy(update={
+                "router_web_port": self.settings.router_web_port if n == 0 else _free_port(),
+                "data_dir": self.settings.data_dir / f"w{n}"})
+            self.stacks.append(Stack(s))
+        for stack in self.stacks:
+            if "router" not in stack.procs:
+                await asyncio.to_thread(stack.start, ("router",), within)
+                self.meter.track(self.pid(stack))
+        return time.monotonic() - started
+
+    @staticmethod
+    def pid(stack: Stack) -> int | None:
+        proc = stack.procs.get("router")
+        return proc.pid if proc else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [p for s in self.stacks if (p := self.pid(s))]
+
+    def rss_mb(self) -> float:
+        return sum(rss_mb(p) for p in self.pids)
+
+    def cpu_seconds(self) -> float:
+        return sum(process_ticks(p) for p in self.pids) / TICKS
+
+    async def kill(self, n: int = 0) -> None:
+        """kill -9 worker n (a crash: no shutdown, no final commit)."""
+        self.meter.retire(self.pid(self.stacks[n]))
+        await asyncio.to_thread(self.stacks[n].kill, "router")
+
+    async def restart(self, n: int = 0, within: float = 90) -> float:
+        started = time.monotonic()
+        stack = self.stacks[n]
+        await asyncio.to_thread(stack.start, ("router",), within)
+        self.meter.track(self.pid(stack))
+        return time.monotonic() - started
+
+    async def stop(self) -> None:
+        for stack in self.stacks:
+            for pid in [self.pid(stack)]:
+                self.meter.retire(pid)
+            await asyncio.to_thread(stack.stop)

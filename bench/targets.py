@@ -1,0 +1,71 @@
+"""The issue's targets, as (label, where in the result, target, floor, higher_is_better, unit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    path: tuple[str, ...]
+    target: float | None
+    floor: float | None = None
+    higher_is_better: bool = True
+    unit: str = ""
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("router: routed completions/s", ("throughput", "per_second"), 2500, 1000,
+           unit="/s"),
+    Target("router: start requests/s", ("throughput", "starts", "per_second"), None, unit="/s"),
+    Target("raw aiokafka loop: completions/s", ("raw", "per_second"), None, unit="/s"),
+    Target("router / raw", ("summary", "router_over_raw"), 0.3),
+    Target("router CPU per completion", ("throughput", "router_cpu_ms_per_completion"), None,
+           higher_is_better=False, unit="ms"),
+    Target("latency p50: completion → command visible", ("latency", "visible_ms", "p50"), 5,
+           higher_is_better=False, unit="ms"),
+    Target("latency p99: completion → command visible", ("latency", "visible_ms", "p99"), 25,
+           higher_is_better=False, unit="ms"),
+    Target("latency p50 at 50/s (no queueing): → command visible",
+           ("latency", "light", "visible_ms", "p50"), None, higher_is_better=False, unit="ms"),
+    Target("latency p99 at 50/s (no queueing): → command visible",
+           ("latency", "light", "visible_ms", "p99"), None, higher_is_better=False, unit="ms"),
+    Target("latency achieved send rate", ("latency", "achieved_rate"), None, unit="/s"),
+    Target("recovery: kill -9 → first new command (worst)", ("recovery", "resume_s", "max"),
+           10, higher_is_better=False, unit="s"),
+    Target("recovery: kill -9 → backlog caught up (worst)", ("recovery", "caught_up_s", "max"),
+           None, higher_is_better=False, unit="s"),
+    Target("router RSS per 1M instances (extrapolated)", ("memory", "rss_mb_per_1m_instances"),
+           250, higher_is_better=False, unit="MB"),
+    Target("changelog bytes per instance (broker disk)",
+           ("memory", "changelog_bytes_per_instance"), None, higher_is_better=False, unit="B"),
+)
+
+
+def lookup(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = result.get("scenarios", {})
+    if path[0] == "summary":
+        node = result
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def verdict(t: Target, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if t.target is None:
+        return ""
+
+    def meets(bound: float) -> bool:
+        return value >= bound if t.higher_is_better else value <= bound
+
+    if meets(t.target):
+        return "meets target"
+    if t.floor is not None and meets(t.floor):
+        return "above floor"
+    return "MISSES"

@@ -1,0 +1,36 @@
+"""Smoke run of the benchmark harness: seconds, on the session broker; fails if nothing routes.
+
+Not a benchmark (the sizes are tiny and the machine is shared): it checks that `bench.run`
+still drives a real router and the raw loop end to end and writes a result with numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+INSTANCES = 40
+
+
+def test_quick_raw_and_throughput_give_positive_numbers(broker: Any, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput",
+         "--bootstrap", broker.bootstrap, "--broker", broker.kind,
+         "--instances", str(INSTANCES), "--partitions", "4", "--out", str(out), "--name", "smoke"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((out / "smoke.json").read_text())
+    assert (out / "smoke.md").read_text().startswith("# Flowline bench")
+    raw, routed = result["scenarios"]["raw"], result["scenarios"]["throughput"]
+    steps = 6  # bench.workload.PATH: one command per completion
+    assert raw["records"] == INSTANCES * steps and raw["per_second"] > 0
+    assert routed["completions_phase"]["records"] == INSTANCES * steps
+    assert routed["starts"]["per_second"] > 0 and routed["per_second"] > 0
+    assert result["summary"]["router_over_raw"] > 0
+    assert result["meta"]["machine"]["nproc"] >= 1
