@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from schemas.durations import parse_duration
 from schemas.graph import EdgeType, ProcessGraph, StepType
 from services.definitions import rules_conditions, rules_flow
-from services.definitions.durations import parse_duration
 from services.definitions.findings import Finding, Severity, edge_id, error, has_errors, warning
 
 SLA_ORDER = ("urgent", "high", "medium", "low")

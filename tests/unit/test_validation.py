@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.durations import parse_duration
 from schemas.graph import ProcessGraph
-from services.definitions.durations import parse_duration
 from services.definitions.graphs import strongly_connected
 from services.definitions.templates import list_templates, load_template
 from services.definitions.validation import Finding, validate

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from schemas.durations import parse_duration
 from schemas.graph import DecisionType, Edge, EdgeType, ProcessVersion, Step, StepType
 from schemas.messages import (
     ControlInstance,
@@ -30,7 +31,6 @@ from schemas.messages import (
     Subject,
 )
 from services.router.routing.conditions import Hold, choose_condition_edge
-from services.router.routing.durations import parse_duration
 from services.router.routing.graph import Graph
 from services.router.routing.state import (
     CANCELLED,
