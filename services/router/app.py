@@ -201,7 +201,9 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=20,
         broker_commit_interval=1.0,
-        producer_linger=0.005,
+        # The router awaits the acks of each record before the next: a linger only adds
+        # latency with nothing to batch (bench, Kafka, 1k instances: 125 -> 184-202 routed/s).
+        producer_linger=0.0,
         stream_recovery_delay=1.0,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
