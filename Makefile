@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo dev test test-unit test-tansu test-kafka test-durability bench lint kafka-libs schemas clean
+.PHONY: demo dev test test-unit test-tansu test-kafka test-durability test-postgres bench lint kafka-libs schemas clean
 
 # A virtualenv with Flowline and its dev tools, rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,7 +22,7 @@ dev: $(VENV)/.installed
 	$(BIN)/flowline dev
 
 ## test: lint, unit and contract tests, then every integration and e2e test on both brokers
-test: lint test-unit test-tansu test-kafka
+test: lint test-unit test-tansu test-kafka test-postgres
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -36,12 +36,17 @@ test-unit: $(VENV)/.installed
 # Durability (kill -9) is checked on Apache Kafka, the reference broker: after a restart Tansu
 # does not always re-deliver uncommitted records (see tests/e2e, README "Known gaps").
 test-tansu: $(VENV)/.installed
-	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability"
+	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability" -k "not postgres"
 
 # Apache Kafka (KRaft) is the reference broker; test_brokers.py already covers both kinds.
 test-kafka: $(VENV)/.installed kafka-libs
-	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e tests/bench -q \
+	FLOWLINE_BROKER=kafka $(PYTEST) tests/integration tests/e2e tests/bench -q -k "not postgres" \
 		--deselect tests/integration/test_brokers.py
+
+## test-postgres: the database-backed tests again on PostgreSQL (a throwaway local cluster)
+test-postgres: $(VENV)/.installed
+	FLOWLINE_TEST_POSTGRES_URL=$${FLOWLINE_TEST_POSTGRES_URL:-$$(deploy/postgres/start-local.sh || true)} \
+		FLOWLINE_BROKER=tansu $(PYTEST) tests/integration -q -m "not durability" -k postgres
 
 ## test-durability: only the kill -9 tests, on Apache Kafka
 test-durability: $(VENV)/.installed kafka-libs
@@ -58,4 +63,5 @@ schemas: $(VENV)/.installed
 	$(BIN)/python -m schemas.generate
 
 clean:
+	deploy/postgres/stop-local.sh --purge || true
 	rm -rf .flowline .pytest_cache .mypy_cache .ruff_cache

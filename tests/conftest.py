@@ -92,3 +92,53 @@ def settings(broker: Any, tmp_path: Path) -> Settings:
         partitions=4,
         data_dir=tmp_path / "data",
     )
+
+
+# PostgreSQL: `FLOWLINE_TEST_POSTGRES_URL` (postgresql+asyncpg://user:pw@host:port/admin_db) names a
+# server we may create databases on; deploy/postgres/start-local.sh starts a throwaway one.
+POSTGRES_ENV = "FLOWLINE_TEST_POSTGRES_URL"
+
+
+async def _pg_admin(url: str, *statements: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                 database=u.database)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test module, dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    admin = os.environ.get(POSTGRES_ENV, "")
+    need(bool(admin), f"{POSTGRES_ENV} is not set (deploy/postgres/start-local.sh prints one)")
+    name = f"flowline_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Run a test on both databases: None means the default SQLite files under `data_dir`.
+
+    On PostgreSQL every test starts from an empty schema, so the services' migrations run each time.
+    """
+    if request.param == "sqlite":
+        yield None
+        return
+    url: str = request.getfixturevalue("pg_url")
+    try:
+        yield url
+    finally:
+        asyncio.run(_pg_admin(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public"))

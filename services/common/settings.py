@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     router_web_port: int = 8103
     router_id: str | None = None  # default: "<topic_prefix>router", so prefixes never share
     log_level: str = "INFO"
+    sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 
     @property
     def router_app_id(self) -> str:

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import text
 
+from services.common import migrate
 from services.common.db import make_engine, make_sessionmaker
 from services.common.errors import install_error_handlers
 from services.common.metrics import render
 from services.common.settings import Settings
-from services.definitions.models import Base
 from services.definitions.publisher import OutboxPublisher, ProducerFactory, default_producer
 from services.definitions.repository import Repository
 from services.definitions.routes import Runtime, router
@@ -32,9 +32,8 @@ def create_app(settings: Settings, *, publish_wait: float = 5.0,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate.upgrade(settings.db_url("definitions"), "definitions")
         engine = make_engine(settings.db_url("definitions"))
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
         sessions = make_sessionmaker(engine)
         publisher = OutboxPublisher(settings, sessions, producer_factory=producer_factory)
         app.state.runtime = Runtime(Repository(sessions, settings.definitions_topic), publisher,

@@ -1,6 +1,6 @@
 """SQL tables of the definitions service. Every row carries its tenant.
 
-Created with ``metadata.create_all`` at start-up for now; Alembic migrations come later.
+Created and evolved by the Alembic revisions in ``migrations/`` (run at start-up).
 """
 
 from __future__ import annotations

@@ -58,8 +58,11 @@ class Repository:
         self.topic = topic
         self.clock = clock
 
-    async def _process(self, s: AsyncSession, tenant: str, key: str) -> Process:
-        row = await s.scalar(select(Process).where(Process.tenant == tenant, Process.key == key))
+    async def _process(self, s: AsyncSession, tenant: str, key: str,
+                       lock: bool = False) -> Process:
+        """The process row; `lock` holds it (SELECT ... FOR UPDATE) until the transaction ends."""
+        query = select(Process).where(Process.tenant == tenant, Process.key == key)
+        row = await s.scalar(query.with_for_update() if lock else query)
         if row is None:
             raise NotFound(f"no process {key!r}")
         return row
@@ -170,7 +173,9 @@ class Repository:
         """
         try:
             async with self.sessions.begin() as s:
-                process = await self._process(s, tenant, key)
+                # Locked: on PostgreSQL a second approval would otherwise read the same draft
+                # and, once the first commits, approve it again as version N+2.
+                process = await self._process(s, tenant, key, lock=True)
                 if process.draft is None:
                     raise Conflict(f"process {key!r} has no draft to approve", code="no_draft")
                 findings = validate(ProcessGraph.model_validate(process.draft))

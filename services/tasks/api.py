@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.messages import StepCompletion
 from schemas.topics import COMPLETED_V1
 from services.common import metrics as common_metrics
-from services.common.envelopes import utcnow
 from services.common.errors import Conflict, FlowlineError, install_error_handlers
 from services.common.settings import Settings
 from services.tasks import assignment
+from services.tasks.clock import Clock
 from services.tasks.metrics import TASK_ACTIONS
 from services.tasks.service import TasksService
 from services.tasks.store import TaskFilter
@@ -49,12 +49,13 @@ def _svc(request: Request) -> TasksService:
     return svc
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The tasks app; its lifespan runs the database, the consumer and the producer."""
+def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    """The tasks app; its lifespan runs the database, the consumer, the producer, the task
+    events publisher and the SLA sweeper. `clock` defaults to the system clock."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = TasksService(settings)
+        svc = TasksService(settings, clock)
         await svc.start()
         app.state.tasks = svc
         try:
@@ -77,22 +78,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/tasks/{task_id:path}/claim")
     async def claim(request: Request, task_id: str, body: OperatorBody) -> dict[str, Any]:
-        store = _svc(request).store
+        svc = _svc(request)
+        store = svc.store
         assignment.check_claimable(await store.get_task(task_id), body.operator)
-        if not await store.try_hold(task_id, body.operator, utcnow()):
+        if not await store.try_hold(task_id, body.operator, svc.clock.now()):
             # Lost a race: say why from the row as it is now.
             assignment.check_claimable(await store.get_task(task_id), body.operator)
             raise Conflict(f"task {task_id} changed while claiming", code="task_claimed")
+        svc.publisher.kick()
         TASK_ACTIONS.labels("claim", "ok").inc()
         return task_view(await store.get_task(task_id))
 
     @app.post("/v1/tasks/{task_id:path}/release")
     async def release(request: Request, task_id: str, body: OperatorBody) -> dict[str, Any]:
-        store = _svc(request).store
+        svc = _svc(request)
+        store = svc.store
         task = await store.get_task(task_id)
-        if not await store.try_release(task_id, body.operator):
+        if not await store.try_release(task_id, body.operator, svc.clock.now()):
             raise Conflict(f"task {task_id} is {task.status}, not claimed by {body.operator}",
                            code="not_owner", details={"assignee": task.assignee})
+        svc.publisher.kick()
         TASK_ACTIONS.labels("release", "ok").inc()
         return task_view(await store.get_task(task_id))
 
@@ -102,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         task = await svc.store.get_task(task_id)
         assignment.check_claimable(task, body.operator)  # completing an open task claims it
         assignment.check_outcome(task, body.outcome)
-        if not await svc.store.try_hold(task_id, body.operator, utcnow()):
+        if not await svc.store.try_hold(task_id, body.operator, svc.clock.now()):
             assignment.check_claimable(await svc.store.get_task(task_id), body.operator)
             raise Conflict(f"task {task_id} changed while completing", code="task_claimed")
         completion = StepCompletion(
@@ -118,7 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # the task stays claimed by the operator, who can retry
             TASK_ACTIONS.labels("complete", "unavailable").inc()
             raise Unavailable(f"could not publish the completion: {exc}") from exc
-        await svc.store.mark_completed(task_id, body.outcome, utcnow())
+        await svc.store.mark_completed(task_id, body.outcome, svc.clock.now(), body.operator)
+        svc.publisher.kick()
         TASK_ACTIONS.labels("complete", "ok").inc()
         return {**task_view(await svc.store.get_task(task_id)), "event_id": event_id}
 

@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.messages import StepCommand
+from schemas.messages import StepCommand, TaskEventKind
+from services.tasks import outbox
 from services.tasks.models import ACTIVE, CANCELLED, COMPLETED, OPEN, Instance, Task, Visit
 from services.tasks.timeutil import parse_time
 
@@ -73,6 +74,7 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
         await session.flush()
         if task.status == OPEN:
             created += 1
+            await outbox.record(session, task, TaskEventKind.CREATED, task.created_at)
             await session.execute(
                 update(Task)
                 .where(Task.instance_id == cmd.instance_id, Task.step == cmd.step,
@@ -108,11 +110,12 @@ async def _retire_if_dead(session: AsyncSession, task: Task) -> None:
 async def retire_step(session: AsyncSession, instance_id: str, step: str, visit: int | None,
                       at: datetime, outcome: str | None, operator: str | None) -> None:
     """A step was completed (maybe not through the inbox): its active tasks are done."""
-    stmt = update(Task).where(Task.instance_id == instance_id, Task.step == step,
-                              Task.status.in_(ACTIVE))
+    where = [Task.instance_id == instance_id, Task.step == step, Task.status.in_(ACTIVE)]
     if visit is not None:
-        stmt = stmt.where(Task.visit <= visit)
-    await session.execute(stmt.values(status=COMPLETED, completed_at=at, outcome=outcome))
+        where.append(Task.visit <= visit)
+    retired = list(await session.scalars(select(Task.task_id).where(*where)))
+    await session.execute(update(Task).where(*where)
+                          .values(status=COMPLETED, completed_at=at, outcome=outcome))
     if operator:
         await session.execute(
             update(Task)
@@ -120,6 +123,11 @@ async def retire_step(session: AsyncSession, instance_id: str, step: str, visit:
                    Task.status == COMPLETED, Task.assignee.is_(None))
             .values(assignee=operator)
         )
+    for task_id in retired:  # the inbox may have announced it already: record() skips those
+        task = await session.get(Task, task_id, populate_existing=True)
+        if task is not None:
+            await outbox.record(session, task, TaskEventKind.COMPLETED, at,
+                                operator=task.assignee, outcome=outcome)
 
 
 async def retire_instance(session: AsyncSession, instance_id: str, at: datetime) -> None:

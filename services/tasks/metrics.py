@@ -13,3 +13,11 @@ BATCH_FAILURES = Counter(
 TASK_ACTIONS = Counter(
     "flowline_tasks_actions_total", "Inbox actions over HTTP", ["action", "result"]
 )
+TASK_EVENTS = Counter("flowline_tasks_events_published_total", "Task events sent to Kafka")
+TASK_EVENT_FAILURES = Counter(
+    "flowline_tasks_events_publish_failures_total", "Task event outbox passes that failed"
+)
+SLA_BREACHES = Counter("flowline_tasks_sla_breaches_total", "Tasks that passed their due time")
+ESCALATIONS = Counter(
+    "flowline_tasks_escalations_total", "Breached tasks reassigned to their escalation role"
+)

@@ -82,6 +82,10 @@ class Task(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(200))
 
+    # --- SLA breach and escalation (issue 5) -------------------------------------------------
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    original_role: Mapped[str | None] = mapped_column(String(100), default=None)
+
 
 class Instance(Base):
     """The latest known state of an instance, folded from `flowline.instance-events`."""
@@ -120,3 +124,32 @@ class Visit(Base):
     outcome: Mapped[str | None] = mapped_column(String(200))
     operator: Mapped[str | None] = mapped_column(String(200))
     measurements: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+# --- Task events outbox (issue 5) ----------------------------------------------------------
+
+
+class TaskOutbox(Base):
+    """A task event to publish, written in the same transaction as the task change it announces.
+
+    `event_id` is the CloudEvent id (deterministic per change); rows are never updated but for
+    the publisher's bookkeeping (`sent_at`, `attempts`, `last_error`).
+    """
+
+    __tablename__ = "task_outbox"
+    __table_args__ = (
+        Index("ix_task_outbox_pending", "sent_at", "id"),
+        Index("ix_task_outbox_event", "event_id"),
+        Index("ix_task_outbox_task", "task_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(400))
+    kind: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(500))
+    key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

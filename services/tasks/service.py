@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from schemas.messages import InstanceEvent, StepCommand
 from schemas.topics import COMMAND_V1, INSTANCE_EVENTS
+from services.common import migrate
 from services.common.db import make_engine, make_sessionmaker
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks import inbox, journey
+from services.tasks.clock import Clock, SystemClock
 from services.tasks.consumers import BatchConsumer, Handler
-from services.tasks.models import Base
+from services.tasks.outbox import OutboxPublisher
+from services.tasks.sla import SlaSweeper
 from services.tasks.store import Store
 from services.tasks.timeutil import parse_time
 
@@ -47,26 +52,40 @@ def handlers(settings: Settings) -> dict[str, Handler]:
 
 
 class TasksService:
-    """Database, producer and consumer of one tasks process."""
+    """Database, producer, consumer, task-event publisher and SLA sweeper of one tasks process.
 
-    def __init__(self, settings: Settings) -> None:
+    `clock` is where the service's own notion of now comes from (claims, completions, SLA
+    breaches); tests pass a `FixedClock`.
+    """
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.engine = make_engine(settings.db_url(SERVICE))
         self.sessions = make_sessionmaker(self.engine)
         self.store = Store(self.sessions)
         self.producer = EventProducer(settings, SERVICE)
         self.consumer = BatchConsumer(settings, self.sessions, self.producer,
                                       handlers(settings), consumer_group(settings), SERVICE)
+        self.publisher = OutboxPublisher(self.sessions, self.producer,
+                                         settings.task_events_topic, self.clock)
+        self.sweeper = SlaSweeper(self.sessions, self.clock, settings.sla_sweep_interval,
+                                  on_breach=self.publisher.kick)
+        self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        # Alembic takes over once the schema has to evolve; until then create what is missing.
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        await migrate.upgrade(self.settings.db_url(SERVICE), SERVICE)
         await self.producer.start()
         await self.consumer.start()
+        self._loops = [asyncio.create_task(self.publisher.run(), name="tasks-outbox"),
+                       asyncio.create_task(self.sweeper.run(), name="tasks-sla")]
         log.info("tasks service consuming %s", ", ".join(handlers(self.settings)))
 
     async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
         for part in (self.consumer, self.producer):
             try:
                 await part.stop()

@@ -2,7 +2,8 @@
 
 Each write is a single conditional UPDATE in a transaction of its own: it is what makes a
 claim race have exactly one winner, and on SQLite a transaction that starts with its write
-waits for the lock (busy timeout) instead of failing on a stale read snapshot.
+waits for the lock (busy timeout) instead of failing on a stale read snapshot. A change that
+happened writes its task event to the outbox in that same transaction (`services.tasks.outbox`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from schemas.messages import TaskEventKind
 from services.common.errors import NotFound
+from services.tasks import outbox
 from services.tasks.models import ACTIVE, CLAIMED, COMPLETED, OPEN, Instance, Task, Visit
 
 PRIORITY_RANK = case(
@@ -67,38 +70,63 @@ class Store:
         return task
 
     async def try_hold(self, task_id: str, operator: str, now: datetime) -> bool:
-        """Atomically give an open task (or one `operator` holds already) to `operator`."""
-        stmt = (
+        """Atomically give an open task (or one `operator` holds already) to `operator`;
+        a claim of an open task announces itself (task event `claimed`)."""
+        claim = (
             update(Task)
-            .where(Task.task_id == task_id,
-                   or_(Task.status == OPEN, and_(Task.status == CLAIMED,
-                                                 Task.assignee == operator)))
+            .where(Task.task_id == task_id, Task.status == OPEN)
             .values(status=CLAIMED, assignee=operator,
                     claimed_at=func.coalesce(Task.claimed_at, now))
         )
-        return await self._write(stmt)
+        async with self.sessions() as session, session.begin():
+            if await self._execute(session, claim):
+                await self._announce(session, task_id, TaskEventKind.CLAIMED, now,
+                                     operator=operator)
+                return True
+            held = await session.scalar(
+                select(Task.task_id).where(Task.task_id == task_id, Task.status == CLAIMED,
+                                           Task.assignee == operator)
+            )
+            return held is not None
 
-    async def try_release(self, task_id: str, operator: str) -> bool:
+    async def try_release(self, task_id: str, operator: str, now: datetime) -> bool:
         stmt = (
             update(Task)
             .where(Task.task_id == task_id, Task.status == CLAIMED, Task.assignee == operator)
             .values(status=OPEN, assignee=None, claimed_at=None)
         )
-        return await self._write(stmt)
+        async with self.sessions() as session, session.begin():
+            if not await self._execute(session, stmt):
+                return False
+            await self._announce(session, task_id, TaskEventKind.RELEASED, now, operator=operator)
+            return True
 
-    async def mark_completed(self, task_id: str, outcome: str | None, now: datetime) -> None:
-        """Completed; a no-op when the instance events already said so."""
+    async def mark_completed(self, task_id: str, outcome: str | None, now: datetime,
+                             operator: str | None = None) -> None:
+        """Completed; a no-op when the instance events already said so (and announced it)."""
         stmt = (
             update(Task)
             .where(Task.task_id == task_id, Task.status.in_(ACTIVE))
             .values(status=COMPLETED, outcome=outcome, completed_at=now)
         )
-        await self._write(stmt)
-
-    async def _write(self, stmt: Any) -> bool:
         async with self.sessions() as session, session.begin():
-            result = await session.execute(stmt.execution_options(synchronize_session=False))
-            return bool(getattr(result, "rowcount", 0))
+            await self._execute(session, stmt)
+            await self._announce(session, task_id, TaskEventKind.COMPLETED, now,
+                                 operator=operator, outcome=outcome)
+
+    @staticmethod
+    async def _execute(session: AsyncSession, stmt: Any) -> bool:
+        result = await session.execute(stmt.execution_options(synchronize_session=False))
+        return bool(getattr(result, "rowcount", 0))
+
+    @staticmethod
+    async def _announce(session: AsyncSession, task_id: str, kind: TaskEventKind, at: datetime,
+                        operator: str | None = None, outcome: str | None = None) -> None:
+        """The task event for a change just made in `session`'s transaction (see outbox)."""
+        task = await session.get(Task, task_id, populate_existing=True)
+        if task is None or (kind == TaskEventKind.COMPLETED and task.status != COMPLETED):
+            return
+        await outbox.record(session, task, kind, at, operator=operator, outcome=outcome)
 
     async def get_instance(self, instance_id: str) -> tuple[Instance, list[Visit]]:
         async with self.sessions() as session:

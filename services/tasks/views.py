@@ -41,6 +41,8 @@ def task_view(task: Task) -> dict[str, Any]:
         "claimed_at": iso(task.claimed_at),
         "completed_at": iso(task.completed_at),
         "outcome": task.outcome,
+        "breached_at": iso(task.breached_at),
+        "original_role": task.original_role,
     }
 
 

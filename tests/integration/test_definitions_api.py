@@ -1,10 +1,10 @@
-"""The definitions service over real HTTP (uvicorn on a free port), SQLite and a real broker."""
+"""The definitions service over real HTTP (uvicorn on a free port), a real broker, and SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +14,11 @@ import httpx
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
 
 from schemas.graph import ProcessVersion
 from schemas.topics import DEFINITION_V1
+from services.common.db import make_engine
 from services.common.envelopes import Decoded, decode
 from services.common.kafka import create_topics
 from services.common.settings import Settings
@@ -48,7 +50,8 @@ def serve(settings: Settings, **app_options: Any) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture()
-def live(settings: Settings) -> Settings:
+def live(settings: Settings, database_url: str | None) -> Settings:
+    settings = settings.model_copy(update={"database_url": database_url})
     asyncio.run(create_topics(settings))
     return settings
 
@@ -87,9 +90,18 @@ def consume_until(settings: Settings, key: str, count: int = 1,
     return asyncio.run(main())
 
 
-def outbox_rows(settings: Settings) -> list[tuple[str, str | None, int]]:
-    with contextlib.closing(sqlite3.connect(settings.data_dir / "definitions.db")) as db:
-        return db.execute("SELECT key, sent_at, attempts FROM outbox ORDER BY id").fetchall()
+def outbox_rows(settings: Settings) -> list[tuple[str, Any, int]]:
+    async def main() -> list[tuple[str, Any, int]]:
+        engine = make_engine(settings.db_url("definitions"))
+        try:
+            async with engine.connect() as db:
+                query = text("SELECT key, sent_at, attempts FROM outbox ORDER BY id")
+                rows = await db.execute(query)
+                return [(r[0], r[1], r[2]) for r in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
 
 
 def error_code(response: httpx.Response) -> str:

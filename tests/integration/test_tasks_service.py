@@ -1,4 +1,4 @@
-"""The tasks service against a real broker and SQLite, over real HTTP.
+"""The tasks service against a real broker and SQLite or PostgreSQL, over real HTTP.
 
 The router is played by the tests: they produce step commands and instance events themselves.
 """
@@ -48,7 +48,8 @@ def serve(app: Any) -> Iterator[str]:
 
 
 @pytest.fixture()
-async def topics(settings: Settings) -> Settings:
+async def topics(settings: Settings, database_url: str | None) -> Settings:
+    settings = settings.model_copy(update={"database_url": database_url})
     await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
     return settings
 

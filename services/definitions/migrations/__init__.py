@@ -1,0 +1,1 @@
+"""Alembic migrations of the definitions service (run by services.common.migrate.upgrade)."""

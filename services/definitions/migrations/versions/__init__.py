@@ -1,0 +1,1 @@
+"""Revisions of the definitions service, oldest first by down_revision."""

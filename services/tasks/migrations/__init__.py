@@ -1,0 +1,1 @@
+"""Alembic migrations of the tasks service (run by services.common.migrate.upgrade)."""

@@ -1,0 +1,1 @@
+"""Revisions of the tasks service, oldest first by down_revision."""

@@ -1,0 +1,123 @@
+"""Task events (`flowline.task-events`) through an outbox: written with the change, sent later.
+
+`record()` adds an outbox row in the caller's transaction, so a task change and its event
+commit together; `OutboxPublisher` sends unsent rows oldest first from a background loop and
+retries with backoff while the broker is away. Sending is at-least-once: a crash between the
+send and the `sent_at` update re-sends a row, with the same CloudEvent id, which consumers
+dedupe. Ids are deterministic per change (`<task>/<kind>`, or `<task>/<kind>/<n>` for changes
+that can repeat), and `record()` skips an id it already holds, so a redelivered command or a
+change seen by two paths (the inbox and the instance events) announces itself once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import TaskEvent, TaskEventKind
+from schemas.topics import TASK_EVENT_V1
+from services.common.kafka import EventProducer
+from services.tasks import metrics
+from services.tasks.clock import Clock
+from services.tasks.models import Task, TaskOutbox
+from services.tasks.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+# Changes a task goes through at most once; the others are numbered.
+ONCE = frozenset({TaskEventKind.CREATED, TaskEventKind.COMPLETED, TaskEventKind.BREACHED})
+
+
+async def record(session: AsyncSession, task: Task, kind: TaskEventKind, at: datetime, *,
+                 operator: str | None = None, outcome: str | None = None) -> str | None:
+    """Add the outbox row announcing `kind` for `task` (as it is now); returns its event id,
+    or None when that event is already in the outbox."""
+    if kind in ONCE:
+        event_id = f"{task.task_id}/{kind.value}"
+        if await session.scalar(select(TaskOutbox.id).where(TaskOutbox.event_id == event_id)
+                                .limit(1)) is not None:
+            return None
+    else:
+        seen = await session.scalar(
+            select(func.count()).select_from(TaskOutbox)
+            .where(TaskOutbox.task_id == task.task_id, TaskOutbox.kind == kind.value)
+        )
+        event_id = f"{task.task_id}/{kind.value}/{int(seen or 0) + 1}"
+    event = TaskEvent(kind=kind, task_id=task.task_id, instance_id=task.instance_id,
+                      tenant=task.tenant, step=task.step, visit=task.visit, role=task.role,
+                      operator=operator, outcome=outcome, at=iso(at) or "")
+    session.add(TaskOutbox(task_id=task.task_id, kind=kind.value, event_id=event_id,
+                           key=task.instance_id, payload=event.dump(), created_at=at))
+    return event_id
+
+
+class OutboxPublisher:
+    """Background sender of task events; `run()` is the task, `kick()` asks for a pass now."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: EventProducer,
+                 topic: str, clock: Clock, *, idle_interval: float = 0.5,
+                 initial_backoff: float = 0.2, max_backoff: float = 10.0,
+                 batch: int = 200) -> None:
+        self.sessions, self.producer, self.topic, self.clock = sessions, producer, topic, clock
+        self.idle_interval, self.batch = idle_interval, batch
+        self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = self.initial_backoff
+        while True:
+            self._wake.clear()  # before the pass: a kick during it triggers another one
+            try:
+                sent = await self.publish_pending()
+                delay = 0.0 if sent >= self.batch else self.idle_interval
+                backoff = self.initial_backoff
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker down, timeouts, a locked database: retry
+                metrics.TASK_EVENT_FAILURES.inc()
+                log.warning("task events: publish failed, retrying in %.1fs: %r", backoff, exc)
+                delay, backoff = backoff, min(backoff * 2, self.max_backoff)
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def publish_pending(self) -> int:
+        """One pass: send unsent rows oldest first, stopping at the first failure (so events
+        of one instance stay in order); returns how many were sent."""
+        async with self._lock:
+            async with self.sessions() as s:
+                rows = list(await s.scalars(select(TaskOutbox).where(TaskOutbox.sent_at.is_(None))
+                                            .order_by(TaskOutbox.id).limit(self.batch)))
+            sent: list[int] = []
+            try:
+                for row in rows:
+                    try:
+                        await self.producer.send(self.topic, row.key, TASK_EVENT_V1, row.payload,
+                                                 event_id=row.event_id, time=row.created_at)
+                    except Exception as exc:
+                        await self._record_failure(row.id, exc)
+                        raise
+                    sent.append(row.id)
+            finally:
+                if sent:
+                    async with self.sessions.begin() as s:
+                        await s.execute(update(TaskOutbox).where(TaskOutbox.id.in_(sent))
+                                        .values(sent_at=self.clock.now(),
+                                                attempts=TaskOutbox.attempts + 1))
+                    metrics.TASK_EVENTS.inc(len(sent))
+            return len(sent)
+
+    async def _record_failure(self, outbox_id: int, exc: Exception) -> None:
+        with contextlib.suppress(Exception):  # bookkeeping only; the row stays unsent anyway
+            async with self.sessions.begin() as s:
+                await s.execute(update(TaskOutbox).where(TaskOutbox.id == outbox_id).values(
+                    attempts=TaskOutbox.attempts + 1, last_error=repr(exc)[:2000]))
