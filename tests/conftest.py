@@ -7,8 +7,10 @@ points at an external one. With `CI=true` a missing broker fails the run instead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,6 +65,25 @@ async def async_wait_for(predicate: Callable[[], Any], within: float = 30.0,
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {last!r}")
+
+
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run an ASGI `app` with uvicorn in a background thread on a free port; yield its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 60, what="uvicorn start")
+        assert server.started, "the app failed to start (see the log above)"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.fixture(scope="session")

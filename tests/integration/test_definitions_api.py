@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
@@ -24,7 +22,7 @@ from services.common.kafka import create_topics
 from services.common.settings import Settings
 from services.definitions.api import create_app
 from services.definitions.templates import load_template
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, serve_app, wait_for
 
 pytestmark = pytest.mark.integration
 REMAN = load_template("remanufacturing")
@@ -33,20 +31,9 @@ REMAN = load_template("remanufacturing")
 @contextlib.contextmanager
 def serve(settings: Settings, **app_options: Any) -> Iterator[httpx.Client]:
     """Run the app with uvicorn in a thread; yield a client for it; shut it down cleanly."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings, **app_options), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"definitions-{port}", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), 30, what="uvicorn start")
-        assert server.started, "server failed to start"
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_app(create_app(settings, **app_options)) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture()

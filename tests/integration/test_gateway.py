@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from schemas.messages import ProcessRef, StepCommand
@@ -22,26 +19,10 @@ from services.common.kafka import EventProducer, topic_table
 from services.common.settings import Settings
 from services.gateway.api import create_app as create_gateway
 from services.tasks.api import create_app as create_tasks
-from tests.conftest import async_wait_for, free_port, wait_for
+from tests.conftest import async_wait_for, free_port
+from tests.conftest import serve_app as serve
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn in a background thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), timeout=60, what="uvicorn")
-    assert server.started, "the app failed to start (see the log above)"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture()
