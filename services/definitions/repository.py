@@ -6,6 +6,7 @@ status change?); the HTTP layer only maps requests to these calls.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,11 @@ class Repository:
         self.sessions = sessions
         self.topic = topic
         self.clock = clock
+        # SQLite ignores SELECT ... FOR UPDATE, so two approvals in this process could both read
+        # the draft and make versions N+1 and N+2 (caught by test_db_races in CI). A lock per
+        # process key serializes them here; FOR UPDATE still guards across processes on
+        # PostgreSQL (SQLite deployments are a single process by nature).
+        self._approving: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def _process(self, s: AsyncSession, tenant: str, key: str,
                        lock: bool = False) -> Process:
@@ -171,6 +177,11 @@ class Repository:
         Returns the version and its outbox id. 422 ``invalid_graph`` with the findings when
         validation finds errors (warnings do not block).
         """
+        lock = self._approving.setdefault((tenant, key), asyncio.Lock())
+        async with lock:
+            return await self._approve(tenant, key)
+
+    async def _approve(self, tenant: str, key: str) -> tuple[Version, int]:
         try:
             async with self.sessions.begin() as s:
                 # Locked: on PostgreSQL a second approval would otherwise read the same draft
