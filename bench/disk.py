@@ -23,3 +23,13 @@ def topic_bytes(broker_data_dir: Path | None, topic: str) -> int | None:
 def changelog_topic(router_app_id: str, table: str = "instances") -> str:
     """faust names a table's changelog `<app id>-<table>-changelog`."""
     return f"{router_app_id}-{table}-changelog"
+
+
+def changelog_figures(broker_data_dir: Path | None, router_app_id: str,
+                      instances: int) -> dict[str, float]:
+    """Broker disk used by the router's instance changelog, total and per instance ({} when
+    the broker's data dir is not ours to read)."""
+    size = topic_bytes(broker_data_dir, changelog_topic(router_app_id))
+    if size is None:
+        return {}
+    return {"changelog_bytes": size, "changelog_bytes_per_instance": round(size / instances, 1)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import workload
 from bench.context import Context
-from bench.disk import changelog_topic, topic_bytes
+from bench.disk import changelog_figures
 from bench.kafka_io import TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.stack import Routers, bench_settings, prepare
@@ -54,10 +54,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             "rss_mb_per_1m_instances": round(before + per_instance_kb * 1_000_000 / 1024, 0),
             "extrapolated_from": n,
         })
-        changelog = topic_bytes(ctx.broker_data_dir, changelog_topic(settings.router_app_id))
-        if changelog is not None:
-            result["changelog_bytes"] = changelog
-            result["changelog_bytes_per_instance"] = round(changelog / n, 1)
+        result.update(changelog_figures(ctx.broker_data_dir, settings.router_app_id, n))
     finally:
         await routers.stop()
         await reader.stop()

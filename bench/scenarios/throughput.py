@@ -15,7 +15,7 @@ from typing import Any
 
 from bench import workload
 from bench.context import Context
-from bench.disk import changelog_topic, topic_bytes
+from bench.disk import changelog_figures
 from bench.kafka_io import TopicReader, produce_all, rate_between
 from bench.machine import CpuMeter
 from bench.profiler import Profile
@@ -73,10 +73,7 @@ async def run(ctx: Context, workers: int = 1) -> dict[str, Any]:
         result["router_cpu_ms_per_completion"] = round(1000 * cpu / (n * steps), 3)
         result["duplicates"] = reader.count - len(reader.distinct)
         result["router_rss_mb"] = round(routers.rss_mb(), 1)
-        changelog = topic_bytes(ctx.broker_data_dir, changelog_topic(settings.router_app_id))
-        if changelog is not None:
-            result["changelog_bytes"] = changelog
-            result["changelog_bytes_per_instance"] = round(changelog / n, 1)
+        result.update(changelog_figures(ctx.broker_data_dir, settings.router_app_id, n))
     finally:
         await routers.stop()
         await reader.stop()

@@ -43,12 +43,6 @@ def live(settings: Settings, database_url: str | None) -> Settings:
     return settings
 
 
-@pytest.fixture()
-def api(live: Settings) -> Iterator[httpx.Client]:
-    with serve(live) as client:
-        yield client
-
-
 def consume_until(settings: Settings, key: str, count: int = 1,
                   timeout: float = 30) -> list[tuple[list[tuple[str, bytes]], Decoded]]:
     """Read the definitions topic from the start until ``count`` records keyed ``key`` arrive."""

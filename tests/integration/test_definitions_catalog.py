@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from schemas.graph import ProcessVersion
-from services.common.kafka import create_topics
 from services.common.settings import Settings
 from services.definitions.templates import list_templates, load_template
-from tests.integration.test_definitions_api import consume_until, error_code, serve
+from tests.integration.test_definitions_api import consume_until, error_code
 
 pytestmark = pytest.mark.integration
 NEW = {"it-support", "document-approval", "capa", "manufacturing-analysis", "asset-import"}
-
-
-@pytest.fixture()
-def live(settings: Settings) -> Settings:
-    asyncio.run(create_topics(settings))
-    return settings
-
-
-@pytest.fixture()
-def api(live: Settings) -> Iterator[httpx.Client]:
-    with serve(live) as client:
-        yield client
 
 
 # --------------------------------------------------------------------------- templates

@@ -5,33 +5,17 @@ Same harness as test_definitions_api: uvicorn on a free port, SQLite, the sessio
 
 from __future__ import annotations
 
-import asyncio
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from services.common.kafka import create_topics
-from services.common.settings import Settings
 from services.definitions.templates import load_template
-from tests.integration.test_definitions_api import REMAN, error_code, serve
+from tests.integration.test_definitions_api import REMAN, error_code
 
 pytestmark = pytest.mark.integration
 BASE = "/v1/processes/it"
-
-
-@pytest.fixture()
-def live(settings: Settings) -> Settings:
-    asyncio.run(create_topics(settings))
-    return settings
-
-
-@pytest.fixture()
-def api(live: Settings) -> Iterator[httpx.Client]:
-    with serve(live) as client:
-        yield client
 
 
 def designer_graph() -> dict[str, Any]:

@@ -6,7 +6,7 @@ The service runs on a `FixedClock` the tests move, so due times pass when a test
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -20,6 +20,7 @@ from services.common.kafka import EventProducer, topic_table
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.clock import FixedClock
+from tests.conftest import async_wait_for
 from tests.integration.test_tasks_service import command, new_instance, send_command, serve
 
 pytestmark = pytest.mark.integration
@@ -44,20 +45,6 @@ def clock() -> FixedClock:
 def tasks_url(topics: Settings, clock: FixedClock) -> Iterator[str]:
     with serve(create_app(topics, clock)) as url:
         yield url
-
-
-@pytest.fixture()
-async def client(tasks_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=tasks_url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture()
-async def producer(topics: Settings) -> AsyncIterator[EventProducer]:
-    p = EventProducer(topics, "test-router")
-    await p.start()
-    yield p
-    await p.stop()
 
 
 async def task_events(settings: Settings, instance: str,
@@ -94,12 +81,11 @@ def by_id(events: list[Decoded]) -> dict[str, dict]:
 
 async def wait_task(client: httpx.AsyncClient, task_id: str,
                     ready: Callable[[dict], bool] = lambda _t: True) -> dict:
-    async with asyncio.timeout(30):
-        while True:
-            r = await client.get(f"/v1/tasks/{task_id}")
-            if r.status_code == 200 and ready(r.json()):
-                return dict(r.json())
-            await asyncio.sleep(0.05)
+    async def current() -> dict | None:
+        r = await client.get(f"/v1/tasks/{task_id}")
+        return dict(r.json()) if r.status_code == 200 and ready(r.json()) else None
+
+    return dict(await async_wait_for(current, within=30, what=f"task {task_id}"))
 
 
 async def test_overdue_task_is_breached_and_escalated(

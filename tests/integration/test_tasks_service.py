@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,20 +39,6 @@ async def topics(settings: Settings, database_url: str | None) -> Settings:
 def tasks_url(topics: Settings) -> Iterator[str]:
     with serve(create_app(topics)) as url:
         yield url
-
-
-@pytest.fixture()
-async def client(tasks_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=tasks_url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture()
-async def producer(topics: Settings) -> AsyncIterator[EventProducer]:
-    p = EventProducer(topics, "test-router")
-    await p.start()
-    yield p
-    await p.stop()
 
 
 def now() -> str:

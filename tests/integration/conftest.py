@@ -1,0 +1,49 @@
+"""Fixtures shared by the integration tests of one service each.
+
+A test module may define its own fixture of the same name (e.g. `live` with a database URL in
+test_definitions_api.py, `tasks_url` with a clock in test_task_events.py); pytest prefers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from services.common.kafka import EventProducer, create_topics
+from services.common.settings import Settings
+
+# --- definitions service --------------------------------------------------------------------
+
+
+@pytest.fixture()
+def live(settings: Settings) -> Settings:
+    asyncio.run(create_topics(settings))
+    return settings
+
+
+@pytest.fixture()
+def api(live: Settings) -> Iterator[httpx.Client]:
+    from tests.integration.test_definitions_api import serve
+
+    with serve(live) as client:
+        yield client
+
+
+# --- tasks service (each module provides `topics` and `tasks_url`) --------------------------
+
+
+@pytest.fixture()
+async def client(tasks_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=tasks_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+async def producer(topics: Settings) -> AsyncIterator[EventProducer]:
+    p = EventProducer(topics, "test-router")
+    await p.start()
+    yield p
+    await p.stop()
