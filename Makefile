@@ -33,10 +33,9 @@ lint: $(VENV)/.installed
 test-unit: $(VENV)/.installed
 	$(PYTEST) tests/unit tests/contract -q
 
-# Durability (kill -9) is checked on Apache Kafka, the reference broker: after a restart Tansu
-# does not always re-deliver uncommitted records (see tests/e2e, README "Known gaps").
+# Every broker-backed suite, kill -9 durability and the bench smoke included, on the local broker.
 test-tansu: $(VENV)/.installed
-	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability" -k "not postgres"
+	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e tests/bench -q -k "not postgres"
 
 # Apache Kafka (KRaft) is the reference broker; test_brokers.py already covers both kinds.
 test-kafka: $(VENV)/.installed kafka-libs

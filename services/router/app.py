@@ -232,7 +232,8 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                 await router._dead_letter(event.message, RejectReason.PROCESSING_ERROR,
                                           f"{type(exc).__name__}: {exc}")
 
-    healer = StallHealer(app, {settings.requests_topic, settings.completions_topic})
+    healer = StallHealer(app, {settings.requests_topic, settings.completions_topic},
+                         settings.kafka_bootstrap)
 
     @app.timer(interval=1.0)
     async def _heal_stalls() -> None:

@@ -1,15 +1,17 @@
-"""Re-read records that faust fetched but never delivered (with `transport.py`'s gap guard).
+"""Find records the router's commit is waiting for, and either re-read them or prove them absent.
 
-faust resumes stream partitions before it seeks them to their committed offsets, and while flow
-is suspended during a rebalance its fetch loop drops messages but still advances its read
-position. After a `kill -9` restart (on the local broker and on Apache Kafka alike) this left
-partitions with their position at the end of the log and
-their committed offset behind it: nothing lost, since nothing was committed, but nothing routed
-either until the next rebalance (measured: 2 of 3 e2e runs, 2026-11-22, faust-streaming 0.15.3).
+faust can fetch records and never deliver them: while a rebalance suspends flow, its fetch loop
+drops messages but still advances its read position, and a partition's position can sit at the
+end of the log with the commit behind it (after a `kill -9` restart, on Tansu and Apache Kafka
+alike; measured 2026-11-22, faust-streaming 0.15.3). `transport.py` never commits past such a
+hole, so nothing is lost, but nothing routes either until someone looks.
 
-The check: when the agent has been idle for a while and a partition has records beyond its
-committed offset, seek back to the committed offset. Re-reading is safe by construction:
-records that were routed carry event ids the instance state remembers, so they are no-ops.
+The check, every second: a partition whose commit start has acknowledged offsets beyond it, or
+records beyond it while the agent sits idle, has a hole. A hole that stays for `idle_seconds`
+is read directly from the log with a plain consumer: if it holds records, the router seeks
+back and reads them again (records already routed carry event ids the instance state
+remembers, so they are no-ops); if it holds none (transaction markers, compaction), the hole is
+confirmed empty and the commit moves past it.
 """
 
 from __future__ import annotations
@@ -18,19 +20,25 @@ import logging
 import time
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
+
+from services.router.offsets import hole
 
 log = logging.getLogger(__name__)
 REWINDS = Counter("flowline_router_stall_rewinds_total",
-                  "Partitions sought back to their committed offset after a silent stall")
+                  "Partitions sought back to their commit start to re-read records never delivered")
 
 
 class StallHealer:
-    def __init__(self, app: Any, topics: set[str], idle_seconds: float = 3.0) -> None:
+    def __init__(self, app: Any, topics: set[str], bootstrap: str,
+                 idle_seconds: float = 3.0) -> None:
         self.app = app
         self.topics = topics
+        self.bootstrap = bootstrap
         self.idle_seconds = idle_seconds
         self.last_event = time.monotonic()
+        self._holes: dict[Any, tuple[tuple[int, int], float]] = {}
 
     def saw_event(self) -> None:
         self.last_event = time.monotonic()
@@ -43,28 +51,69 @@ class StallHealer:
             log.exception("stall check failed")
 
     async def _check(self) -> None:
-        if time.monotonic() - self.last_event < self.idle_seconds:
-            return  # busy: committed offsets trail reads in normal operation
         if not self.app.tables.recovery.completed.is_set() or self.app.rebalancing:
+            self._holes.clear()
             return
         consumer = self.app.consumer
-        # The next offset committed comes from faust's own bookkeeping; the end offsets from
-        # faust's `highwaters`, which asks the consumer thread (the aiokafka consumer lives on
-        # that thread and must not be called from this loop). Records beyond the committed
-        # offset while the agent sat idle for seconds were dropped or never fetched.
-        committed: dict[Any, int | None] = dict(consumer._committed_offset)
         tps = [tp for tp in consumer.assignment() if tp.topic in self.topics]
         if not tps:
             return
-        ends = await consumer.highwaters(*tps)
+        idle = time.monotonic() - self.last_event >= self.idle_seconds
+        # End offsets come from faust's `highwaters`, which asks the consumer thread (the
+        # aiokafka consumer lives on that thread and must not be called from this loop).
+        ends = await consumer.highwaters(*tps) if idle else {}
+        now = time.monotonic()
         for tp in tps:
-            end, next_committed = ends.get(tp), committed.get(tp)
-            if end is None or next_committed is None or end <= next_committed:
+            start = consumer.commit_start(tp)
+            gap = None if start is None else hole(start, consumer.acked_offsets(tp), ends.get(tp))
+            if gap is None:
+                self._holes.pop(tp, None)
                 continue
-            log.warning("%s[%s]: %s record(s) after committed offset %s but the agent is idle; "
-                        "re-reading from %s", tp.topic, tp.partition, end - next_committed,
-                        next_committed, next_committed)
+            seen = self._holes.get(tp)
+            if seen is None or seen[0][0] != gap[0]:
+                self._holes[tp] = (gap, now)
+                continue
+            if now - seen[1] < self.idle_seconds:
+                continue
+            del self._holes[tp]
+            await self._resolve(consumer, tp, gap)
+
+    async def _resolve(self, consumer: Any, tp: Any, gap: tuple[int, int]) -> None:
+        lo, hi = gap
+        if await self._holds_records(tp, lo, hi):
+            log.warning("%s[%s]: offsets %s..%s hold records the agent never got; re-reading "
+                        "from %s", tp.topic, tp.partition, lo, hi - 1, lo)
             REWINDS.inc()
             consumer.resume_partitions({tp})  # a partition left paused is never fetched
-            await consumer.seek(tp, next_committed)
+            await consumer.seek(tp, lo)
             self.last_event = time.monotonic()
+        else:
+            log.info("%s[%s]: offsets %s..%s hold no records; committing past them",
+                     tp.topic, tp.partition, lo, hi - 1)
+            consumer.confirm_empty(tp, lo, hi)
+
+    async def _holds_records(self, tp: Any, lo: int, hi: int, within: float = 10.0) -> bool:
+        """Read [lo, hi) with a consumer of our own; True if any record is there.
+
+        When the read does not finish in time the answer is True: re-reading is safe,
+        committing past a record is not.
+        """
+        isolation = ("read_committed" if self.app.conf.processing_guarantee == "exactly_once"
+                     else "read_uncommitted")
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                  isolation_level=isolation)
+        part = TopicPartition(tp.topic, tp.partition)
+        await reader.start()
+        try:
+            reader.assign([part])
+            reader.seek(part, lo)
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                batch = await reader.getmany(part, timeout_ms=500)
+                if any(lo <= r.offset < hi for r in batch.get(part, [])):
+                    return True
+                if await reader.position(part) >= hi:
+                    return False
+            return True
+        finally:
+            await reader.stop()

@@ -224,10 +224,9 @@ def test_stale_and_malformed_records_land_in_dead_letters(api: httpx.Client,
 
 @pytest.mark.durability
 def test_killing_the_router_mid_run_loses_nothing(api: httpx.Client, stack: Stack) -> None:
-    """Gated on Apache Kafka (`make test-kafka`). faust can drop records it fetched during a
-    restart's recovery; services/router/transport.py keeps the commit from passing them and
-    stall.py re-reads them (8/8 green on Kafka, 2026-11-22). On Tansu a restarted router does
-    not always get uncommitted records re-delivered, so `make test-tansu` leaves this out."""
+    """faust can drop records it fetched around a restart's rebalance; the router's own commit
+    rule (services/router/offsets.py) never passes them and stall.py re-reads them. Runs on
+    both brokers (Tansu too since 2026-11-22, session 2)."""
     parts = [start(api) for _ in range(12)]
     for iid in parts:
         advance(api, iid, "receive")
