@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from schemas.graph import ProcessGraph
 from services.common.errors import Invalid
+from services.definitions import seed001
 
 MAX_ID = 200  # Step.id's limit
 
@@ -100,7 +101,12 @@ def _edge(edge: dict[str, Any], ids: dict[str, str], index: int) -> dict[str, An
 
 
 def parse_graph(body: dict[str, Any]) -> tuple[ProcessGraph, dict[str, str]]:
-    """Resolve temporary ids, then validate the model; 422 ``invalid_request`` on bad shape."""
+    """Resolve temporary ids, then validate the model; 422 ``invalid_request`` on bad shape.
+
+    Seed 001's ``{"workflow", "graph": {"nodes", "edges"}}`` body is translated first.
+    """
+    if seed001.is_seed001(body):
+        body = seed001.translate(body, slug)
     resolved, ids = resolve_temp_ids(body)
     try:
         return ProcessGraph.model_validate(resolved), ids
