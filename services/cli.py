@@ -10,10 +10,14 @@ from pathlib import Path
 
 import typer
 
+from services.cli_templates import templates
 from services.common.settings import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Flowline: Kafka-native workflow routing.")
+
+
+cli.add_typer(templates, name="templates")
 
 
 def _settings() -> Settings:

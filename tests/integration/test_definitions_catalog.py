@@ -131,3 +131,28 @@ def test_no_match_is_a_clear_404(api: httpx.Client) -> None:
 def test_match_is_a_reserved_key(api: httpx.Client) -> None:
     refused = api.post("/v1/processes", json={**load_template("capa"), "key": "match"})
     assert refused.status_code == 422 and error_code(refused) == "key_reserved"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_lists_and_installs_templates(api: httpx.Client) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import cli
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["templates", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert {line.split()[0] for line in listed.output.splitlines()} == set(list_templates())
+    url = str(api.base_url)
+    done = runner.invoke(cli, ["templates", "install", "capa", "--key", "capa-cli",
+                               "--approve", "--url", url])
+    assert done.exit_code == 0, done.output
+    assert "installed capa as draft capa-cli" in done.output
+    assert "approved capa-cli v1" in done.output
+    assert api.get("/v1/processes/capa-cli/versions").json()[0]["version"] == 1
+    again = runner.invoke(cli, ["templates", "install", "capa", "--key", "capa-cli", "--url", url])
+    assert again.exit_code == 1 and "HTTP 409" in again.output
+    missing = runner.invoke(cli, ["templates", "install", "nope", "--url", url])
+    assert missing.exit_code == 1 and "template_not_found" in missing.output
