@@ -46,6 +46,7 @@ class TerminalStatus(StrEnum):
     RMA = "rma"
     HOLD = "hold"
     CANCELLED = "cancelled"
+    FAILED = "failed"  # a job sequence (seed 004) or analysis (seed 003) that could not finish
 
 
 class EdgeType(StrEnum):
@@ -80,6 +81,17 @@ class Condition(_Model):
     expression: str | None = None
 
 
+class SubprocessRef(_Model):
+    """The process a `subprocess` step runs as a child instance.
+
+    `version` pins one; without it the child gets the latest approved version at the moment the
+    parent enters the step (the router resolves it when it starts the child).
+    """
+
+    process: str = Field(min_length=1)
+    version: int | None = Field(default=None, ge=1)
+
+
 class Step(_Model):
     id: str = Field(min_length=1, max_length=200)
     type: StepType = StepType.TASK
@@ -95,6 +107,7 @@ class Step(_Model):
     terminal_status: TerminalStatus | None = None
     timer: str | None = None  # ISO-8601 duration, e.g. "PT30M"
     action: dict[str, Any] | None = None  # automated step: what to run
+    subprocess: SubprocessRef | None = None  # subprocess step: the child process to run
     design: dict[str, Any] | None = None  # designer coordinates {x, y}
 
 

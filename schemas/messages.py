@@ -42,6 +42,14 @@ class ProcessRef(_Msg):
 # --- flowline.instance-requests -------------------------------------------------------------
 
 
+class ParentRef(_Msg):
+    """The parent step a child instance runs for: the child's end completes that step's visit."""
+
+    instance_id: str = Field(min_length=1)
+    step: str = Field(min_length=1)
+    visit: int = Field(ge=1)
+
+
 class StartInstance(_Msg):
     """Start an instance. Without `version` the latest approved version is used."""
 
@@ -53,6 +61,7 @@ class StartInstance(_Msg):
     work_order: str | None = None
     priority: Priority = Priority.MEDIUM
     context: dict[str, Any] = Field(default_factory=dict)
+    parent: ParentRef | None = None  # set when a parent's `subprocess` step started this one
 
 
 class InstanceAction(StrEnum):
@@ -119,6 +128,7 @@ class StepCommand(_Msg):
     entered_at: str
     due_at: str | None = None
     timer: str | None = None
+    wake_at: str | None = None  # timer steps: when to complete the step (entered_at + timer)
     action: dict[str, Any] | None = None
     context: dict[str, Any] = Field(default_factory=dict)
 

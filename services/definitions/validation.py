@@ -21,12 +21,12 @@ WEIGHT_TOLERANCE = 0.001
 
 def validate(graph: ProcessGraph) -> list[Finding]:
     """Every finding for ``graph``: structure, outgoing edges, conditions, flow and cycles,
-    SLAs, weights, timers."""
+    SLAs, weights, timers, subprocesses."""
     findings = _structure(graph)
     findings += rules_flow.outgoing_rules(graph)
     findings += rules_conditions.condition_rules(graph)
     findings += rules_flow.flow_rules(graph)
-    findings += _slas(graph) + _weights(graph) + _timers(graph)
+    findings += _slas(graph) + _weights(graph) + _timers(graph) + _subprocesses(graph)
     return findings
 
 
@@ -111,6 +111,13 @@ def _timers(graph: ProcessGraph) -> list[Finding]:
             out.append(error("timer.duration_invalid", f"timer step {step.id!r}: {exc}",
                              step=step.id))
     return out
+
+
+def _subprocesses(graph: ProcessGraph) -> list[Finding]:
+    """A subprocess step must say which process it runs (the router would hold the instance)."""
+    return [error("subprocess.process_missing", f"subprocess step {s.id!r} names no process "
+                  'to run: set "subprocess": {"process": KEY, "version": N or null}', step=s.id)
+            for s in graph.steps if s.type == StepType.SUBPROCESS and s.subprocess is None]
 
 
 __all__ = ["Finding", "Severity", "edge_id", "has_errors", "validate"]

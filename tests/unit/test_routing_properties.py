@@ -107,3 +107,175 @@ def test_always_failing_still_terminates(graph_json):
         state = decide(g, state, StepCompletion(instance_id="i", step=step, outcome=outcome),
                        f"e{n}", T0).state or state
     assert state is not None and state.status == "completed"
+
+
+# --- parallel sections ------------------------------------------------------------------------
+
+
+class _Builder:
+    """Builds a random block-structured graph: chains of tasks, QA decisions with bounded rework
+    loops (back to any earlier element of the same chain, so also around a split) that escalate
+    to a manual scrap/accept decision, and parallel blocks of 2-3 branches (nested up to 2
+    deep) of which one may end on its own at the `completed` terminal."""
+
+    def __init__(self, draw: Any) -> None:
+        self.draw = draw
+        self.n = 0
+        self.steps: list[dict[str, Any]] = [
+            {"id": "start", "type": "start"},
+            {"id": "done", "type": "terminal", "terminal_status": "completed"},
+            {"id": "scrapped", "type": "terminal", "terminal_status": "scrapped"}]
+        self.edges: list[dict[str, Any]] = []
+        self.blocks: dict[str, set[str]] = {}  # join -> every step inside its branches
+
+    def new(self, prefix: str, kind: str, **fields: Any) -> str:
+        self.n += 1
+        step_id = f"{prefix}{self.n}"
+        self.steps.append({"id": step_id, "type": kind, **fields})
+        return step_id
+
+    def edge(self, frm: str, to: str, kind: str = "default", name: str | None = None) -> None:
+        self.edges.append({"from": frm, "to": to, "type": kind,
+                           **({"name": name} if name else {})})
+
+    def chain(self, depth: int, then: str) -> tuple[str, set[str]]:
+        """A chain of 1-3 elements leading to `then`; (its entry, every step in it)."""
+        entries: list[str] = []
+        inside: set[str] = set()
+        exits: list[tuple[str, str, str | None]] = []  # edges still to point at the next entry
+        for _ in range(self.draw(st.integers(1, 3))):
+            kind = self.draw(st.sampled_from(["task", "qa", "parallel"] if depth < 2
+                                             else ["task", "qa"]))
+            if kind == "task":
+                entry = self.new("t", "task")
+                new_exits = [(entry, "default", None)]
+                ids = {entry}
+            elif kind == "qa":
+                entry = self.new("qa", "decision", decision_type="qa_result")
+                rework = self.new("r", "rework", max_visits=self.draw(st.integers(1, 3)))
+                manual = self.new("m", "decision", decision_type="manual")
+                back = self.draw(st.sampled_from([*entries, entry]))
+                self.edge(entry, rework, "alternate")
+                self.edge(rework, back)
+                self.edge(rework, manual, "escalation")
+                self.edge(manual, "scrapped", name="scrap")
+                new_exits = [(entry, "default", None), (manual, "default", "accept")]
+                ids = {entry, rework, manual}
+            else:
+                entry, join = self.new("p", "parallel"), self.new("j", "join")
+                branches = self.draw(st.integers(2, 3))
+                alone = self.draw(st.integers(0, branches))  # == branches: none ends alone
+                block: set[str] = set()
+                for b in range(branches):
+                    first, steps = self.chain(depth + 1, "done" if b == alone else join)
+                    self.edge(entry, first)
+                    block |= steps
+                self.blocks[join] = block
+                new_exits = [(join, "default", None)]
+                ids = {entry, join} | block
+            for frm, kind_, name in exits:
+                self.edge(frm, entry, kind_, name)
+            entries.append(entry)
+            inside |= ids
+            exits = new_exits
+        for frm, kind_, name in exits:
+            self.edge(frm, then, kind_, name)
+        return entries[0], inside
+
+
+@st.composite
+def parallel_graphs(draw: Any) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    b = _Builder(draw)
+    first, _ = b.chain(0, "done")
+    b.edge("start", first)
+    return {"key": "g", "steps": b.steps, "edges": b.edges}, b.blocks
+
+
+def progress(step: Any, visit: int) -> str | None:
+    """Fail each QA check once (every rework loop runs), then pass; accept escalations."""
+    if step.decision_type == "qa_result":
+        return "fail" if visit == 1 else "pass"
+    return "accept" if step.decision_type == "manual" else None
+
+
+def walk(graph_json: dict[str, Any], blocks: dict[str, set[str]],
+         choices: list[tuple[int, int]]) -> list[Any]:
+    """Complete random active steps with random outcomes, checking the invariants each time;
+    once the drawn choices run out, keep going with `progress` until the instance ends."""
+    g = compiled(graph_json)
+    limits = {s.id: s.max_visits for s in g.version.steps if s.max_visits}
+    d = decide(g, None, StartInstance(instance_id="i", process="g",
+                                      subject=Subject(type="t", id="1")), "e0", T0)
+    state, trace = d.state, [d]
+    check(g, limits, blocks, d, d.state)
+    for n in range(1, 1000):
+        assert state is not None
+        if state.status != "running":
+            break
+        which, pick = choices[n - 1] if n <= len(choices) else (n, -1)
+        step = sorted(state.active)[which % len(state.active)]
+        outcomes = g.outcomes(g.steps[step]) or [None]
+        outcome = (outcomes[pick % len(outcomes)] if pick >= 0
+                   else progress(g.steps[step], state.active[step]))
+        completion = StepCompletion(instance_id="i", step=step, outcome=outcome)
+        d = decide(g, state, completion, f"e{n}", T0 + timedelta(seconds=n))
+        assert decide(g, d.state, completion, f"e{n}", T0).duplicate
+        state = d.state or state
+        check(g, limits, blocks, d, state)
+        trace.append(d)
+    return trace
+
+
+def check(g: Any, limits: dict[str, int], blocks: dict[str, set[str]], d: Any,
+          state: Any) -> None:
+    assert d.rejection is None, d.rejection
+    assert state.status in ("running", "completed"), state.hold_reason
+    for cmd in d.commands:
+        assert cmd.step in g.steps and cmd.visit == state.visits[cmd.step]
+    for step_id, limit in limits.items():
+        assert state.visits.get(step_id, 0) <= limit, "visits never exceed max_visits"
+    assert set(state.lanes) <= set(state.active)
+    assert all(lane["split"] in state.splits for lane in state.lanes.values())
+    for ev in d.events:
+        if ev.kind == "step_completed" and ev.step in blocks:
+            early = blocks[ev.step] & set(state.active)
+            assert not early, f"join {ev.step} fired while {early} of its branches were active"
+    if state.status == "running":
+        assert state.active, "a running instance always waits on a step"
+    else:
+        assert not state.active and not state.splits and not state.lanes
+        assert state.terminal_status
+
+
+@settings(max_examples=200, deadline=None)
+@given(parallel_graphs(), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)),
+                                   max_size=120))
+def test_parallel_invariants_hold_on_random_walks(graph_and_blocks, choices):
+    walk(*graph_and_blocks, choices)
+
+
+@settings(max_examples=50, deadline=None)
+@given(parallel_graphs(), st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)),
+                                   max_size=60))
+def test_parallel_routing_is_deterministic(graph_and_blocks, choices):
+    assert walk(*graph_and_blocks, choices) == walk(*graph_and_blocks, choices)
+
+
+@settings(max_examples=100, deadline=None)
+@given(parallel_graphs(), st.integers(0, 5))
+def test_failing_every_check_in_every_branch_still_ends(graph_and_blocks, which):
+    """Fail every QA check and accept every escalation: the bounded loops must still let every
+    branch through its join, and the instance end."""
+    graph_json, blocks = graph_and_blocks
+    g = compiled(graph_json)
+    state = decide(g, None, StartInstance(instance_id="i", process="g",
+                                          subject=Subject(type="t", id="1")), "e0", T0).state
+    for n in range(1, 2000):
+        assert state is not None and state.status in ("running", "completed")
+        if state.status != "running":
+            break
+        step = sorted(state.active)[(which + n) % len(state.active)]
+        outcome = {"qa_result": "fail", "manual": "accept"}.get(g.steps[step].decision_type or "")
+        state = decide(g, state, StepCompletion(instance_id="i", step=step, outcome=outcome),
+                       f"e{n}", T0).state or state
+    assert state is not None and state.status == "completed"

@@ -1,16 +1,20 @@
-"""Measurement conditions on decision edges: `gt gte lt lte eq between`, units and tolerance.
+"""Condition edges on decision steps: measurement thresholds and CEL expressions.
 
-Tolerance widens `eq` and `between` (a gauge reading within tolerance of the nominal counts);
-one-sided thresholds are exact, so complementary edges like `lt 5` / `gte 5` never overlap.
-A missing measurement or a unit mismatch is not guessed at: the instance goes on hold.
+Measurement conditions: `gt gte lt lte eq between`, units and tolerance. Tolerance widens `eq`
+and `between` (a gauge reading within tolerance of the nominal counts); one-sided thresholds are
+exact, so complementary edges like `lt 5` / `gte 5` never overlap. Expression conditions: see
+expressions.py. Edges are tried in order and the first that holds wins. A missing measurement, a
+unit mismatch or an expression that fails is not guessed at: the instance goes on hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.graph import Condition, Edge, Operator, Step
+from services.router.routing import expressions
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,16 @@ class Hold:
     """Routing cannot decide safely; put the instance on hold with this reason."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What expression conditions may read besides the measurements."""
+
+    context: Mapping[str, Any]
+    outcome: str | None
+    visits: Mapping[str, int]
+    priority: str
 
 
 def reading(measurements: dict[str, Any], name: str) -> tuple[float, str | None] | None:
@@ -50,14 +64,23 @@ def holds(condition: Condition, value: float) -> bool:
 
 
 def choose_condition_edge(
-    step: Step, edges: list[Edge], measurements: dict[str, Any]
+    step: Step, edges: list[Edge], measurements: dict[str, Any], facts: Facts
 ) -> Edge | Hold | None:
     """The first condition edge that holds; Hold when the inputs cannot be judged."""
+    variables: expressions.Activation | None = None
     for edge in edges:
         condition = edge.condition
         assert condition is not None
         if condition.expression is not None:
-            return Hold(f"{step.id}: expression conditions are not evaluated yet")
+            if variables is None:  # built once, and only for steps that have expressions
+                variables = expressions.activation(numbers(measurements), facts.context,
+                                                   facts.outcome, facts.visits, facts.priority)
+            try:
+                if expressions.evaluate(condition.expression, variables):
+                    return edge
+            except expressions.ExpressionError as exc:
+                return Hold(f"{step.id}: expression {condition.expression!r} {exc}")
+            continue
         if condition.measurement is None:
             continue
         got = reading(measurements, condition.measurement)
@@ -71,3 +94,12 @@ def choose_condition_edge(
         if holds(condition, value):
             return edge
     return None
+
+
+def numbers(measurements: dict[str, Any]) -> dict[str, Any]:
+    """Measurements for expressions: readings flattened to their value as a float."""
+    out = {}
+    for name, raw in measurements.items():
+        got = reading(measurements, name)
+        out[name] = got[0] if got is not None else raw
+    return out

@@ -7,7 +7,15 @@ byte-identical commands (consumers dedupe them by `command_id`).
 
 Semantics (DESIGN.md §4): entering a step increments its visit count; before entering T, if
 `visits[T] >= T.max_visits`, T's escalation edge is followed instead (checked again at the
-target). Start steps pass through; terminal steps end the instance; every other step waits.
+target). Start and parallel steps pass through; a parallel split sends a token down each of its
+default edges and a join waits for all of them (parallel.py). A terminal ends the instance, with
+one exception inside a parallel branch: a `completed` terminal ends only that branch (BPMN's
+plain end event) and the instance completes when its last branch does; any other terminal
+status (scrapped, returned, ...) ends the instance at once and clears its other branches (BPMN's
+terminate end event), so a part scrapped in one branch is scrapped. Every other step waits:
+task, decision, rework, automated, timer (its command says when to wake it: `wake_at`) and
+subprocess (it also starts a child instance, whose end completes the step with the child's
+terminal status as the outcome).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from schemas.messages import (
     InstanceAction,
     InstanceEvent,
     InstanceEventKind,
+    ParentRef,
     ProcessRef,
     RejectReason,
     StartInstance,
@@ -30,7 +39,9 @@ from schemas.messages import (
     StepCompletion,
     Subject,
 )
-from services.router.routing.conditions import Hold, choose_condition_edge
+from services.router.routing import parallel
+from services.router.routing.commands import child_start, parent_completion, step_command
+from services.router.routing.conditions import Facts, Hold, choose_condition_edge
 from services.router.routing.graph import Graph
 from services.router.routing.state import (
     CANCELLED,
@@ -38,10 +49,15 @@ from services.router.routing.state import (
     ON_HOLD,
     RUNNING,
     InstanceState,
+    Lane,
 )
 
 Message = StartInstance | StepCompletion | ControlInstance
-_WAITING = {StepType.TASK, StepType.DECISION, StepType.REWORK, StepType.AUTOMATED, StepType.TIMER}
+Request = StartInstance | StepCompletion
+Token = tuple[str, str, Lane | None]  # (step to enter, why, the parallel branch it is on)
+_WAITING = {StepType.TASK, StepType.DECISION, StepType.REWORK, StepType.AUTOMATED,
+            StepType.TIMER, StepType.SUBPROCESS}
+NOT_STARTED = "not_started"  # the outcome a parent sees when its child could not start
 
 
 @dataclass(frozen=True)
@@ -52,13 +68,19 @@ class Rejection:
 
 @dataclass
 class Decision:
-    """What to do: store `state` (when not None), send `commands` and `events`."""
+    """What to do: store `state` (when not None), send `commands`, `events` and `requests`.
+
+    `requests` go to the router's own input topics: a `StartInstance` (a subprocess step starts
+    its child) to instance-requests, a `StepCompletion` (a child ended and completes its
+    parent's step) to step-completions, each keyed by its `instance_id`.
+    """
 
     state: InstanceState | None
     commands: list[StepCommand] = field(default_factory=list)
     events: list[InstanceEvent] = field(default_factory=list)
     rejection: Rejection | None = None
     duplicate: bool = False
+    requests: list[Request] = field(default_factory=list)
 
 
 def resolve_version(
@@ -101,17 +123,18 @@ def _start(
 ) -> Decision:
     if graph is None:
         wanted = f"v{msg.version}" if msg.version is not None else "an approved version"
-        return _rejected(RejectReason.UNKNOWN_PROCESS,
-                         f"process {msg.tenant}/{msg.process} has no {wanted}")
+        return _not_started(msg, state, RejectReason.UNKNOWN_PROCESS,
+                            f"process {msg.tenant}/{msg.process} has no {wanted}")
     if graph.version.status != "approved":
-        return _rejected(
-            RejectReason.PROCESS_NOT_ACTIVE,
+        return _not_started(
+            msg, state, RejectReason.PROCESS_NOT_ACTIVE,
             f"process {msg.process} v{graph.version.version} is {graph.version.status}",
         )
     if state is not None:
         return _rejected(RejectReason.INSTANCE_EXISTS, f"instance {msg.instance_id} exists")
     if graph.start is None:
-        return _rejected(RejectReason.UNKNOWN_PROCESS, f"process {msg.process} has no start")
+        return _not_started(msg, state, RejectReason.UNKNOWN_PROCESS,
+                            f"process {msg.process} has no start")
     at = now.isoformat()
     new = InstanceState(
         instance_id=msg.instance_id,
@@ -124,6 +147,7 @@ def _start(
         context=dict(msg.context),
         started_at=at,
         updated_at=at,
+        parent=msg.parent.dump() if msg.parent else None,
     )
     run = _Run(graph, new, event_id, now)
     run.event(InstanceEventKind.STARTED, status=RUNNING)
@@ -133,6 +157,18 @@ def _start(
 
 def _rejected(reason: RejectReason, detail: str) -> Decision:
     return Decision(state=None, rejection=Rejection(reason, detail))
+
+
+def _not_started(msg: StartInstance, state: InstanceState | None, reason: RejectReason,
+                 detail: str) -> Decision:
+    """Reject a start; a parent waiting on this child hears it, rather than waiting forever.
+
+    Not when the child exists: then this is a redelivered start, and the child will answer.
+    """
+    decision = _rejected(reason, detail)
+    if msg.parent is not None and state is None:
+        decision.requests.append(parent_completion(msg.parent, msg.instance_id, NOT_STARTED))
+    return decision
 
 
 def _reject_unknown(message: Message, event_id: str, now: datetime) -> Decision:
@@ -157,13 +193,15 @@ class _Run:
         self.at = now.isoformat()
         self.commands: list[StepCommand] = []
         self.events: list[InstanceEvent] = []
+        self.requests: list[Request] = []
+        self.branch_ended: tuple[str, int] | None = None  # the last `completed` branch end
 
     # --- outputs -----------------------------------------------------------------------------
 
     def done(self) -> Decision:
         self.state.updated_at = self.at
         self.state.remember(self.event_id)
-        return Decision(self.state, self.commands, self.events)
+        return Decision(self.state, self.commands, self.events, requests=self.requests)
 
     def reject(self, reason: RejectReason, detail: str, step: str | None = None) -> Decision:
         """The instance stays as it was; the rejection is visible on its event stream too."""
@@ -187,48 +225,148 @@ class _Run:
         self.state.hold_reason = reason
         self.event(InstanceEventKind.HELD, reason=reason, status=ON_HOLD)
 
-    # --- routing -----------------------------------------------------------------------------
+    def end(self, status: str, terminal_status: str, kind: InstanceEventKind,
+            **fields: Any) -> None:
+        """End the instance: nothing stays active; a parent waiting on it is told how it ended."""
+        s = self.state
+        s.status, s.terminal_status = status, terminal_status
+        s.active.clear()
+        s.lanes.clear()
+        s.splits.clear()
+        self.event(kind, terminal_status=terminal_status, status=status, **fields)
+        if s.parent is not None:
+            self.requests.append(parent_completion(ParentRef.model_validate(s.parent),
+                                                   s.instance_id, terminal_status))
 
-    def enter(self, target: str, reason: str) -> None:
-        """Enter `target`, following escalations and passing through start steps."""
+    # --- entering steps ----------------------------------------------------------------------
+
+    def enter(self, target: str, reason: str, lane: Lane | None = None) -> None:
+        """Enter `target` and whatever follows it without waiting for a completion.
+
+        Tokens (a split makes several) are followed depth first in edge order, so the outputs
+        are deterministic. A hold stops only the token that caused it; an ended instance stops
+        them all.
+        """
         assert self.graph is not None
         s = self.state
-        for _ in range(4 * len(self.graph.steps) + 4):  # a malformed graph cannot spin forever
-            step = self.graph.steps.get(target)
-            if step is None:
-                return self.hold(f"edge leads to unknown step {target!r}")
-            visits = s.visits.get(target, 0)
-            if step.max_visits is not None and visits >= step.max_visits:
-                escalation = self.graph.edge(target, EdgeType.ESCALATION)
-                if escalation is None:
-                    return self.hold(f"{target} reached max_visits={step.max_visits} "
-                                     "and has no escalation edge")
-                self.event(InstanceEventKind.ESCALATED, step=target, to_step=escalation.to,
-                           visits=dict(s.visits), reason=f"max_visits={step.max_visits}")
-                target, reason = escalation.to, "escalated"
-                continue
-            s.visits[target] = visit = visits + 1
-            self.event(InstanceEventKind.STEP_ENTERED, step=target, step_type=step.type.value,
-                       visit=visit, visits=dict(s.visits), reason=reason)
-            if step.type == StepType.START:
-                onward = self.graph.edge(target, EdgeType.DEFAULT)
-                self.event(InstanceEventKind.STEP_COMPLETED, step=target, visit=visit)
-                if onward is None:
-                    return self.hold(f"start step {target} has no default edge")
-                target, reason = onward.to, "started"
-                continue
-            if step.type == StepType.TERMINAL:
-                s.status, s.terminal_status = COMPLETED, (step.terminal_status or "completed")
-                s.active.clear()
-                self.event(InstanceEventKind.COMPLETED, step=target, visit=visit,
-                           terminal_status=s.terminal_status, status=COMPLETED)
-                return None
-            if step.type not in _WAITING:
-                return self.hold(f"step type {step.type.value} ({target}) is not routed yet")
-            s.active[target] = visit
-            self.commands.append(self._command(step, visit, reason))
+        todo: list[Token] = [(target, reason, lane)]
+        budget = 4 * len(self.graph.steps) + 4  # a malformed graph cannot spin forever
+        while todo and s.status != COMPLETED:
+            budget -= 1
+            if budget < 0:
+                return self.hold("routing did not settle: the graph loops through "
+                                 "pass-through steps")
+            todo[:0] = self._step(*todo.pop(0))
+        if self.branch_ended and s.status == RUNNING and not s.active and not s.splits:
+            step, visit = self.branch_ended  # the last branch ended: so does the instance
+            self.end(COMPLETED, "completed", InstanceEventKind.COMPLETED, step=step, visit=visit)
+        return None
+
+    def _step(self, target: str, reason: str, lane: Lane | None) -> list[Token]:
+        """Enter one step on one token; the tokens to enter next."""
+        assert self.graph is not None
+        s = self.state
+        step = self.graph.steps.get(target)
+        if step is None:
+            return self._hold(f"edge leads to unknown step {target!r}")
+        if target in s.active:
+            return self._hold(f"two branches reached {target}, which is already active: "
+                              "parallel branches cannot share a step")
+        if step.type == StepType.JOIN:
+            problem = parallel.join_problem(s, lane, target)
+            if problem:
+                return self._hold(problem)
+            assert lane is not None
+            if parallel.gathering(s, lane, target):  # the join's visit is already counted
+                return self._fired(parallel.arrive(s, lane))
+        visits = s.visits.get(target, 0)
+        if step.max_visits is not None and visits >= step.max_visits:
+            escalation = self.graph.edge(target, EdgeType.ESCALATION)
+            if escalation is None:
+                return self._hold(f"{target} reached max_visits={step.max_visits} "
+                                  "and has no escalation edge")
+            self.event(InstanceEventKind.ESCALATED, step=target, to_step=escalation.to,
+                       visits=dict(s.visits), reason=f"max_visits={step.max_visits}")
+            return [(escalation.to, "escalated", lane)]
+        problem = self._cannot_enter(step, lane)
+        if problem:
+            return self._hold(problem)
+        s.visits[target] = visit = visits + 1
+        self.event(InstanceEventKind.STEP_ENTERED, step=target, step_type=step.type.value,
+                   visit=visit, visits=dict(s.visits), reason=reason)
+        if step.type in (StepType.START, StepType.PARALLEL):
+            self.event(InstanceEventKind.STEP_COMPLETED, step=target, visit=visit)
+        if step.type == StepType.START:
+            onward = self.graph.edge(target, EdgeType.DEFAULT)
+            if onward is None:
+                return self._hold(f"start step {target} has no default edge")
+            return [(onward.to, "started", lane)]
+        if step.type == StepType.PARALLEL:
+            branches = [e.to for e in self.graph.defaults(target)]
+            lanes = parallel.open_split(s, target, visit, branches, lane)
+            return [(branch["branch"], reason, branch) for branch in lanes]
+        if step.type == StepType.JOIN:
+            assert lane is not None
+            parallel.start_gathering(s, lane, target, visit)
+            return self._fired(parallel.arrive(s, lane))
+        if step.type == StepType.TERMINAL:
+            return self._terminal(step, visit, lane)
+        assert step.type in _WAITING  # every step type is handled above or waits
+        s.active[target] = visit
+        if lane is not None:
+            s.lanes[target] = lane
+        self.commands.append(step_command(self.graph, s, step, visit, reason, self.now,
+                                          self._wake_at(step)))
+        if step.type == StepType.SUBPROCESS:
+            self.requests.append(child_start(s, step, visit))
+        return []
+
+    def _cannot_enter(self, step: Step, lane: Lane | None) -> str | None:
+        """Why `step` cannot be entered as designed (checked before its visit counts)."""
+        assert self.graph is not None
+        if step.type == StepType.PARALLEL:
+            if not self.graph.defaults(step.id):
+                return f"parallel split {step.id} has no default edges"
+            return parallel.loop_problem(self.state, lane, step.id)
+        if step.type == StepType.SUBPROCESS and step.subprocess is None:
+            return f"subprocess step {step.id} names no process to run"
+        if step.type == StepType.TIMER:
+            try:
+                parse_duration(step.timer or "")
+            except ValueError as exc:
+                return f"timer step {step.id}: {exc}"
+        return None
+
+    def _wake_at(self, step: Step) -> str | None:
+        """When a timer step is due: now + its duration (checked by `_cannot_enter`)."""
+        if step.type != StepType.TIMER:
             return None
-        return self.hold("routing did not settle: the graph loops through pass-through steps")
+        return (self.now + parse_duration(step.timer or "")).isoformat()
+
+    def _terminal(self, step: Step, visit: int, lane: Lane | None) -> list[Token]:
+        status = step.terminal_status.value if step.terminal_status else "completed"
+        if lane is not None and status == "completed":
+            self.branch_ended = (step.id, visit)  # see the module docstring
+            return self._fired(parallel.end(self.state, lane))
+        self.end(COMPLETED, status, InstanceEventKind.COMPLETED, step=step.id, visit=visit)
+        return []
+
+    def _fired(self, fire: parallel.Fire | None) -> list[Token]:
+        """A join that fired leaves on its default edge, on the lane its split was entered on."""
+        assert self.graph is not None
+        if fire is None:
+            return []
+        self.event(InstanceEventKind.STEP_COMPLETED, step=fire.join, visit=fire.visit)
+        onward = self.graph.edge(fire.join, EdgeType.DEFAULT)
+        if onward is None:
+            return self._hold(f"join {fire.join} has no default edge")
+        return [(onward.to, "joined", fire.lane)]
+
+    def _hold(self, reason: str) -> list[Token]:
+        self.hold(reason)
+        return []
+
+    # --- completions and control -------------------------------------------------------------
 
     def complete(self, c: StepCompletion) -> Decision:
         assert self.graph is not None
@@ -255,11 +393,12 @@ class _Run:
                                f"{c.step} has no edge for outcome {c.outcome!r} "
                                f"(accepts: {offered})", c.step)
         del s.active[c.step]
+        lane = s.lanes.pop(c.step, None)
         s.operators.setdefault(c.step, []).append(c.operator or c.equipment)
         self.event(InstanceEventKind.STEP_COMPLETED, step=c.step, visit=visit,
                    outcome=c.outcome, operator=c.operator or c.equipment,
                    measurements=dict(c.measurements) or None)
-        self.enter(chosen.to, reason=(c.outcome or "completed"))
+        self.enter(chosen.to, reason=(c.outcome or "completed"), lane=lane)
         return self.done()
 
     def _choose(self, step: Step, c: StepCompletion) -> Edge | Hold | None:
@@ -273,9 +412,17 @@ class _Run:
         if step.type == StepType.DECISION and step.decision_type in (
             DecisionType.MEASUREMENT, DecisionType.EXPRESSION
         ):
+            s = self.state
             conditions = [e for e in self.graph.outgoing[step.id] if e.condition is not None]
-            return choose_condition_edge(step, conditions, c.measurements)
+            facts = Facts(context=s.context, outcome=c.outcome, visits=s.visits,
+                          priority=s.priority)
+            return choose_condition_edge(step, conditions, c.measurements, facts)
         folded = outcome.casefold()
+        if step.type == StepType.SUBPROCESS:
+            # The outcome is the child's terminal status: a named edge for it wins (above),
+            # else `completed` follows the default edge and anything else the alternate one.
+            ok = folded in ("", "completed")
+            return self.graph.edge(step.id, EdgeType.DEFAULT if ok else EdgeType.ALTERNATE)
         if folded == "fail":
             return self.graph.edge(step.id, EdgeType.ALTERNATE)
         if step.type == StepType.DECISION:
@@ -288,10 +435,8 @@ class _Run:
             if s.status in (COMPLETED, CANCELLED):
                 return self.reject(RejectReason.INSTANCE_NOT_RUNNING,
                                    f"instance {s.instance_id} is already {s.status}")
-            s.status, s.terminal_status = CANCELLED, "cancelled"
-            s.active.clear()
-            self.event(InstanceEventKind.CANCELLED, reason=c.reason, operator=c.operator,
-                       status=CANCELLED, terminal_status="cancelled")
+            self.end(CANCELLED, "cancelled", InstanceEventKind.CANCELLED, reason=c.reason,
+                     operator=c.operator)
         elif c.action == InstanceAction.HOLD:
             if s.status != RUNNING:
                 return self.reject(RejectReason.INVALID_TRANSITION,
@@ -305,48 +450,3 @@ class _Run:
             self.event(InstanceEventKind.RESUMED, reason=c.reason, operator=c.operator,
                        status=RUNNING)
         return self.done()
-
-    def _command(self, step: Step, visit: int, reason: str) -> StepCommand:
-        assert self.graph is not None
-        s = self.state
-        revisit_role = visit > 1 and step.revisit_assignment.value == "role" and step.revisit_role
-        return StepCommand(
-            command_id=f"{s.instance_id}/{step.id}/{visit}",
-            instance_id=s.instance_id,
-            tenant=s.tenant,
-            process=ProcessRef(key=s.process_key, version=s.version),
-            step=step.id,
-            step_type=step.type.value,
-            step_name=step.name,
-            visit=visit,
-            visits=dict(s.visits),
-            role=step.revisit_role if revisit_role else step.role,
-            escalate_to=step.escalate_to,
-            revisit_assignment=step.revisit_assignment.value,
-            revisit_role=step.revisit_role,
-            previous_operators=[op for op in s.operators.get(step.id, []) if op],
-            instructions=step.instructions,
-            decision_type=step.decision_type.value if step.decision_type else None,
-            outcomes=self.graph.outcomes(step),
-            priority=s.priority,
-            subject=Subject(**s.subject) if s.subject else None,
-            work_order=s.work_order,
-            reason=reason,
-            entered_at=self.at,
-            due_at=self._due(step),
-            timer=step.timer,
-            action=step.action,
-            context=s.context,
-        )
-
-    def _due(self, step: Step) -> str | None:
-        """SLA for the instance's priority × the step's weight (seed 001), when both exist."""
-        assert self.graph is not None
-        slas = self.graph.version.slas
-        sla = getattr(slas, self.state.priority, None) if slas else None
-        if sla is None or step.weight is None:
-            return None
-        try:
-            return (self.now + parse_duration(sla) * step.weight).isoformat()
-        except ValueError:
-            return None  # validation reports a bad SLA; routing does not stop for it

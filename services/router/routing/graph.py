@@ -28,6 +28,10 @@ class Graph:
     def edge(self, step: str, edge_type: EdgeType) -> Edge | None:
         return next((e for e in self.outgoing.get(step, ()) if e.type == edge_type), None)
 
+    def defaults(self, step: str) -> list[Edge]:
+        """`step`'s default edges, in order: one per branch of a parallel split."""
+        return [e for e in self.outgoing.get(step, ()) if e.type == EdgeType.DEFAULT]
+
     def named(self, step: str, name: str) -> Edge | None:
         wanted = name.casefold()
         return next(

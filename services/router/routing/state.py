@@ -1,13 +1,15 @@
 """The state the router keeps per instance: what `decide` reads and returns.
 
 Stored as a plain JSON dict in the router's changelog-backed table, so it must round-trip through
-`to_dict`/`from_dict` exactly.
+`to_dict`/`from_dict` exactly. Fields added later have defaults, so states stored before them
+still load.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 RUNNING = "running"
 ON_HOLD = "on_hold"
@@ -15,6 +17,25 @@ COMPLETED = "completed"
 CANCELLED = "cancelled"
 
 RECENT_EVENT_IDS = 16  # duplicates further back are caught as stale: their step is long gone
+
+
+class Lane(TypedDict):
+    """The parallel branch a token runs on: split visit `"<split>/<visit>"` and branch name."""
+
+    split: str
+    branch: str  # the target of the split's outgoing edge the branch started on
+
+
+class SplitVisit(TypedDict):
+    """One visit of a parallel split: its branches and how far each has got (see parallel.py)."""
+
+    step: str  # the split step
+    branches: list[str]  # in edge order
+    arrived: list[str]  # branches waiting at the join
+    ended: list[str]  # branches that ended at a `completed` terminal
+    join: str | None  # the join the branches gather at, once the first arrives
+    join_visit: int | None
+    outer: Lane | None  # the lane the split itself was entered on: splits nest
 
 
 @dataclass
@@ -36,6 +57,10 @@ class InstanceState:
     recent_event_ids: list[str] = field(default_factory=list)
     started_at: str = ""
     updated_at: str = ""
+    # {"instance_id", "step", "visit"}: the parent step this child instance completes when it ends
+    parent: dict[str, Any] | None = None
+    lanes: dict[str, Lane] = field(default_factory=dict)  # active step -> its parallel branch
+    splits: dict[str, SplitVisit] = field(default_factory=dict)  # "split/visit" -> progress
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +79,9 @@ class InstanceState:
             visits=dict(self.visits),
             operators={k: list(v) for k, v in self.operators.items()},
             recent_event_ids=list(self.recent_event_ids),
+            parent=dict(self.parent) if self.parent else None,
+            lanes=copy.deepcopy(self.lanes),
+            splits=copy.deepcopy(self.splits),
         )
 
     def remember(self, event_id: str) -> None:
