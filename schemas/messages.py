@@ -68,15 +68,22 @@ class InstanceAction(StrEnum):
     CANCEL = "cancel"
     HOLD = "hold"
     RESUME = "resume"
+    MIGRATE = "migrate"
 
 
 class ControlInstance(_Msg):
-    """Cancel, hold or resume a running instance."""
+    """Cancel, hold, resume or migrate a running instance.
+
+    `migrate` moves it to `to_version` of its process (`schemas.migration` decides whether it
+    fits); `step_map` renames steps whose id changed between the versions.
+    """
 
     instance_id: str = Field(min_length=1)
     action: InstanceAction
     reason: str | None = None
     operator: str | None = None
+    to_version: int | None = Field(default=None, ge=1)
+    step_map: dict[str, str] | None = None
 
 
 # --- flowline.step-completions --------------------------------------------------------------
@@ -146,6 +153,7 @@ class InstanceEventKind(StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    MIGRATED = "migrated"
 
 
 class InstanceEvent(_Msg):
@@ -170,6 +178,8 @@ class InstanceEvent(_Msg):
     work_order: str | None = None
     visits: dict[str, int] | None = None
     source_event_id: str | None = None  # the request/completion that caused this event
+    from_version: int | None = None  # migrated: the version it left (`process` is the new one)
+    active_steps: list[str] | None = None  # migrated: the steps it waits on in the new version
 
 
 # --- flowline.dead-letters ------------------------------------------------------------------

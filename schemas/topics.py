@@ -15,6 +15,7 @@ from schemas.messages import (
     ControlInstance,
     DeadLetter,
     InstanceEvent,
+    InstanceEventKind,
     StartInstance,
     StepCommand,
     StepCompletion,
@@ -42,6 +43,7 @@ START_V1 = "flowline.instance.start.v1"
 CANCEL_V1 = "flowline.instance.cancel.v1"
 HOLD_V1 = "flowline.instance.hold.v1"
 RESUME_V1 = "flowline.instance.resume.v1"
+MIGRATE_V1 = "flowline.instance.migrate.v1"
 COMPLETED_V1 = "flowline.step.completed.v1"
 COMMAND_V1 = "flowline.step.command.v1"
 DEFINITION_V1 = "flowline.process.version.v1"
@@ -71,6 +73,7 @@ INSTANCE_REQUESTS = TopicSpec(
         CANCEL_V1: ControlInstance,
         HOLD_V1: ControlInstance,
         RESUME_V1: ControlInstance,
+        MIGRATE_V1: ControlInstance,
     },
 )
 STEP_COMPLETIONS = TopicSpec(
@@ -86,10 +89,7 @@ INSTANCE_EVENTS = TopicSpec(
     "instance-events",
     key="instance id",
     writers="router",
-    types={instance_event_type(k): InstanceEvent for k in (
-        "started", "step_entered", "step_completed", "escalated", "held", "resumed",
-        "completed", "cancelled", "rejected",
-    )},
+    types={instance_event_type(k.value): InstanceEvent for k in InstanceEventKind},
 )
 TASK_EVENTS = TopicSpec(
     "task-events", key="instance id", writers="tasks", types={TASK_EVENT_V1: TaskEvent}

@@ -19,7 +19,7 @@ from schemas.messages import (
     StepCompletion,
     Subject,
 )
-from schemas.topics import CANCEL_V1, COMPLETED_V1, HOLD_V1, RESUME_V1, START_V1
+from schemas.topics import CANCEL_V1, COMPLETED_V1, HOLD_V1, MIGRATE_V1, RESUME_V1, START_V1
 from services.common.errors import Invalid
 from services.common.kafka import EventProducer
 from services.gateway import metrics
@@ -29,6 +29,7 @@ CONTROL_TYPES = {
     InstanceAction.CANCEL: CANCEL_V1,
     InstanceAction.HOLD: HOLD_V1,
     InstanceAction.RESUME: RESUME_V1,
+    InstanceAction.MIGRATE: MIGRATE_V1,  # with a target version: see services/gateway/migrate.py
 }
 
 

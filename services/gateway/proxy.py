@@ -7,6 +7,7 @@ A peer that cannot be reached, or that fails on its side, answers 503 `unavailab
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from fastapi import Request, Response
@@ -59,6 +60,25 @@ class Peer:
         response_headers = {k: v for k, v in answer.headers.items()
                             if k.lower() not in DROPPED_RESPONSE_HEADERS}
         return Response(answer.content, answer.status_code, headers=response_headers)
+
+    async def get_json(self, path: str, tenant: str = "default",
+                       params: dict[str, Any] | None = None) -> Any:
+        """GET a JSON answer from the peer; None for a 404."""
+        try:
+            answer = await self.client.get(self.base_url + path, params=params,
+                                           headers={"X-Flowline-Tenant": tenant})
+        except httpx.HTTPError as exc:
+            metrics.PROXIED.labels(self.name, "unreachable").inc()
+            raise Unavailable(f"the {self.name} service is unavailable: {type(exc).__name__}",
+                              details={"peer": self.name}) from exc
+        metrics.PROXIED.labels(self.name, str(answer.status_code)).inc()
+        if answer.status_code == 404:
+            return None
+        if answer.status_code >= 400:
+            raise Unavailable(f"the {self.name} service answered {answer.status_code} to "
+                              f"GET {path}", details={"peer": self.name,
+                                                      "status": answer.status_code})
+        return answer.json()
 
     async def health(self) -> str:
         """The status the peer's /healthz reports ("ok", "degraded"), or "down"."""

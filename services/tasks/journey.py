@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import InstanceEvent, InstanceEventKind
 from services.tasks import inbox
-from services.tasks.models import Instance, Visit
+from services.tasks.models import ACTIVE, CANCELLED, Instance, Task, Visit
 from services.tasks.timeutil import parse_time
 
 K = InstanceEventKind
@@ -63,12 +63,27 @@ async def apply_event(session: AsyncSession, ev: InstanceEvent, now: datetime) -
         await _enter(session, row, ev, at)
     elif ev.kind == K.STEP_COMPLETED and ev.step:
         await _complete(session, row, ev, at)
+    elif ev.kind == K.MIGRATED and ev.active_steps is not None:
+        await _migrated(session, row, ev.active_steps, at)
     elif ev.kind in (K.COMPLETED, K.CANCELLED):
         if ev.terminal_status:
             row.terminal_status = ev.terminal_status
         await _close_open_visits(session, row.instance_id, at)
         row.active_steps = []
         await inbox.retire_instance(session, row.instance_id, at)
+
+
+async def _migrated(session: AsyncSession, row: Instance, active: list[str],
+                    at: datetime) -> None:
+    """A new version: open visits and inbox tasks of steps it no longer waits on are over."""
+    row.active_steps = list(active)
+    await session.execute(
+        update(Visit).where(Visit.instance_id == row.instance_id, Visit.exited_at.is_(None),
+                            Visit.step.not_in(active)).values(exited_at=at, outcome="migrated"))
+    await session.execute(
+        update(Task).where(Task.instance_id == row.instance_id, Task.status.in_(ACTIVE),
+                           Task.step.not_in(active))
+        .values(status=CANCELLED, completed_at=at, outcome="migrated"))
 
 
 async def _enter(session: AsyncSession, row: Instance, ev: InstanceEvent, at: datetime) -> None:

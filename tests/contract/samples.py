@@ -57,6 +57,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     topics.CANCEL_V1: _control("cancel"),
     topics.HOLD_V1: _control("hold"),
     topics.RESUME_V1: _control("resume"),
+    topics.MIGRATE_V1: {**_control("migrate"), "to_version": 2,
+                        "step_map": {"receive": "intake"}},
     topics.COMPLETED_V1: {"instance_id": "i-1", "step": "inspect", "visit": 1, "outcome": "fail",
                           "measurements": {"bore_mm": 12.04}, "equipment": "cmm-2"},
     topics.COMMAND_V1: {

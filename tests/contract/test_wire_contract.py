@@ -47,13 +47,14 @@ TYPES: dict[str, dict[str, type[BaseModel]]] = {
         "flowline.instance.cancel.v1": ControlInstance,
         "flowline.instance.hold.v1": ControlInstance,
         "flowline.instance.resume.v1": ControlInstance,
+        "flowline.instance.migrate.v1": ControlInstance,  # session 2: instance migration
     },
     "flowline.step-completions": {"flowline.step.completed.v1": StepCompletion},
     "flowline.step-commands": {"flowline.step.command.v1": StepCommand},
     "flowline.instance-events": {
         f"flowline.instance.{kind}.v1": InstanceEvent for kind in (
             "started", "step_entered", "step_completed", "escalated", "held", "resumed",
-            "completed", "cancelled", "rejected",
+            "completed", "cancelled", "rejected", "migrated",
         )
     },
     "flowline.task-events": {"flowline.task.event.v1": TaskEvent},

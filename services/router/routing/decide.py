@@ -39,6 +39,7 @@ from schemas.messages import (
     StepCompletion,
     Subject,
 )
+from schemas.migration import plan_migration
 from services.router.routing import parallel
 from services.router.routing.commands import child_start, parent_completion, step_command
 from services.router.routing.conditions import Facts, Hold, choose_condition_edge
@@ -99,7 +100,9 @@ def decide(
     message: Message,
     event_id: str,
     now: datetime,
+    target: Graph | None = None,
 ) -> Decision:
+    """`target` is the version a `migrate` control names (the shell looks it up)."""
     if state is not None and event_id in state.recent_event_ids:
         return Decision(state=None, duplicate=True)
     if isinstance(message, StartInstance):
@@ -114,6 +117,8 @@ def decide(
     run = _Run(graph, state.copy(), event_id, now)
     if isinstance(message, StepCompletion):
         return run.complete(message)
+    if message.action == InstanceAction.MIGRATE:
+        return run.migrate(message, target)
     return run.control(message)
 
 
@@ -428,6 +433,45 @@ class _Run:
         if step.type == StepType.DECISION:
             return self.graph.edge(step.id, EdgeType.DEFAULT) if folded == "pass" else None
         return self.graph.edge(step.id, EdgeType.DEFAULT)
+
+    def migrate(self, c: ControlInstance, target: Graph | None) -> Decision:
+        """Move the instance to another version when `schemas.migration` says it fits.
+
+        Active steps keep their visit; a step whose id changed gets a command under its new
+        id (the old one's task is retired by the `migrated` event). Instances inside a
+        parallel block or waiting on a child are refused: their tokens are not mapped yet.
+        """
+        assert self.graph is not None
+        s = self.state
+        if c.to_version is None or target is None:
+            return self.reject(RejectReason.UNKNOWN_PROCESS,
+                               f"process {s.process_key} v{c.to_version} is not known to "
+                               "this router")
+        if s.status not in (RUNNING, ON_HOLD):
+            return self.reject(RejectReason.INSTANCE_NOT_RUNNING,
+                               f"instance {s.instance_id} is {s.status}")
+        if s.splits or s.lanes:
+            return self.reject(RejectReason.INVALID_TRANSITION,
+                               "an instance inside a parallel block cannot migrate")
+        plan = plan_migration(s.active, s.visits, self.graph.version, target.version,
+                              c.step_map)
+        if not plan.ok:
+            return self.reject(RejectReason.INVALID_TRANSITION,
+                               "cannot migrate: " + "; ".join(plan.problems))
+        renamed = {new for old, new in (c.step_map or {}).items() if old in s.active}
+        from_version = s.version
+        s.version, s.active, s.visits = target.version.version, dict(plan.active), \
+            dict(plan.visits)
+        s.operators = {(c.step_map or {}).get(k, k): v for k, v in s.operators.items()}
+        self.graph = target
+        self.event(InstanceEventKind.MIGRATED, from_version=from_version,
+                   visits=dict(s.visits), active_steps=sorted(s.active),
+                   reason=c.reason or "; ".join(plan.notes) or None, operator=c.operator)
+        for step_id in sorted(renamed):
+            step = target.steps[step_id]
+            self.commands.append(step_command(target, s, step, s.active[step_id], "migrated",
+                                              self.now, self._wake_at(step)))
+        return self.done()
 
     def control(self, c: ControlInstance) -> Decision:
         s = self.state
