@@ -76,6 +76,25 @@ def tasks() -> None:
 
 
 @cli.command()
+def worker(
+    handler: list[str] = typer.Option([], "--handler", "-H",
+                                      help="a handler to run (repeat; default: all registered)"),
+    module: list[str] = typer.Option([], "--module", "-m",
+                                     help="import a module that registers handlers (repeat)"),
+    url: str | None = typer.Option(None, help="the tasks service (default FLOWLINE_TASKS_URL)"),
+    name: str | None = typer.Option(None, help="this worker's name in leases and logs"),
+    lease: float = typer.Option(30.0, help="lease seconds; heartbeats every third of it"),
+    concurrency: int = typer.Option(1, min=1, help="jobs run at once"),
+) -> None:
+    """Run registered Python handlers for automated steps (leased jobs from the tasks service)."""
+    from services.workers.main import run
+
+    settings = _settings()
+    run(url or settings.tasks_url, handlers=handler, modules=module, name=name, lease_s=lease,
+        concurrency=concurrency, log_level=settings.log_level)
+
+
+@cli.command()
 def gateway() -> None:
     """Run the public API and web page."""
     from services.gateway.main import run

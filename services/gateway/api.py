@@ -23,7 +23,11 @@ from services.common.errors import install_error_handlers
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.gateway.intake import CompletionBody, ControlBody, Intake, StartBody
+from services.gateway.migrate import Migrations
+from services.gateway.migrate import router as migrate_router
 from services.gateway.proxy import Peer
+from services.gateway.work_orders import WorkOrders
+from services.gateway.work_orders import router as work_orders_router
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -72,7 +76,12 @@ def create_app(settings: Settings) -> FastAPI:
         handler.__doc__ = f"Ask the router to {action.value} the instance."
         return handler
 
-    for action in InstanceAction:
+    app.state.migrations = Migrations(peers, intake)
+    app.include_router(migrate_router)  # before the pass-through routes
+    app.state.work_orders = WorkOrders(peers, intake)
+    app.include_router(work_orders_router)
+
+    for action in (InstanceAction.CANCEL, InstanceAction.HOLD, InstanceAction.RESUME):
         app.post(f"/v1/instances/{{instance_id:path}}/{action.value}", status_code=202,
                  name=f"{action.value}_instance")(control(action))
 
@@ -88,6 +97,9 @@ def create_app(settings: Settings) -> FastAPI:
         ("/v1/tasks", "tasks", ALL_METHODS),
         ("/v1/instances", "tasks", ["GET"]),
         ("/v1/analytics", "tasks", ["GET"]),
+        ("/v1/jobs", "tasks", ["GET", "POST"]),  # workers claim and finish jobs here too
+        ("/v1/timers", "tasks", ["GET"]),
+        ("/v1/analyses", "tasks", ["GET", "POST"]),  # seed 003: submit data, status, results
     ]
     for prefix, peer, methods in routes:
         app.api_route(prefix, methods=methods, include_in_schema=False)(passthrough(peer))

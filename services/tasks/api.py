@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -18,8 +19,9 @@ from schemas.topics import COMPLETED_V1
 from services.common import metrics as common_metrics
 from services.common.errors import Conflict, FlowlineError, install_error_handlers
 from services.common.settings import Settings
-from services.tasks import assignment
+from services.tasks import analyses, analytics, assignment, routes_jobs
 from services.tasks.clock import Clock
+from services.tasks.config import AutomationSettings
 from services.tasks.metrics import TASK_ACTIONS
 from services.tasks.service import TasksService
 from services.tasks.store import TaskFilter
@@ -49,13 +51,15 @@ def _svc(request: Request) -> TasksService:
     return svc
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+def create_app(settings: Settings, clock: Clock | None = None,
+               automation: AutomationSettings | None = None) -> FastAPI:
     """The tasks app; its lifespan runs the database, the consumer, the producer, the task
-    events publisher and the SLA sweeper. `clock` defaults to the system clock."""
+    events publisher, the SLA sweeper and the automation (timers, HTTP steps, worker jobs).
+    `clock` defaults to the system clock, `automation` to the environment's settings."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = TasksService(settings, clock)
+        svc = TasksService(settings, clock, automation)
         await svc.start()
         app.state.tasks = svc
         try:
@@ -65,6 +69,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
 
     app = FastAPI(title="Flowline tasks", version="1", lifespan=lifespan)
     install_error_handlers(app)
+    app.include_router(routes_jobs.router)
+    app.include_router(analyses.router)
 
     @app.get("/v1/tasks")
     async def list_tasks(
@@ -136,14 +142,24 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     async def list_instances(
         request: Request, status: str | None = None, process: str | None = None,
         limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+        work_order: str | None = None,
     ) -> dict[str, Any]:
-        rows, total = await _svc(request).store.list_instances(status, process, limit, offset)
+        rows, total = await _svc(request).store.list_instances(status, process, limit, offset,
+                                                               work_order)
         return {"items": [instance_view(r) for r in rows], "total": total}
 
     @app.get("/v1/instances/{instance_id:path}")
     async def get_instance(request: Request, instance_id: str) -> dict[str, Any]:
         row, visits = await _svc(request).store.get_instance(instance_id)
         return instance_view(row, visits)
+
+    @app.get("/v1/analytics/flow")
+    async def flow(request: Request, process: str | None = None,
+                   since: datetime | None = None) -> dict[str, Any]:
+        """First-pass yield, time and WIP per step, and the bottleneck ranking."""
+        svc = _svc(request)
+        async with svc.sessions() as session:
+            return await analytics.flow(session, svc.clock.now(), process, since)
 
     @app.get("/v1/analytics/wip")
     async def wip(request: Request) -> dict[str, Any]:

@@ -11,6 +11,11 @@ def check_claimable(task: Task, operator: str) -> None:
     if task.status not in (OPEN, CLAIMED):
         raise Conflict(f"task {task.task_id} is {task.status}", code="task_closed",
                        details={"status": task.status})
+    if task.executor and not task.incident:
+        # Machine work; a person steps in only when the automation gave up (an incident).
+        raise Conflict(f"task {task.task_id} is run by the service ({task.executor}); see "
+                       f"/v1/jobs or /v1/timers", code="task_automated",
+                       details={"executor": task.executor})
     if task.status == CLAIMED and task.assignee != operator:
         raise Conflict(f"task {task.task_id} is claimed by {task.assignee}", code="task_claimed",
                        details={"assignee": task.assignee})

@@ -3,6 +3,10 @@
 A command and the instance events travel on different topics, so either may arrive first
 (e.g. on a replay). Each side therefore checks the other: an event retires tasks it makes
 dead, and a command for work the read model already knows is over lands retired.
+
+Timer and automated commands become tasks too (so an instance's work is listed in one place),
+marked with their `executor`; the timer or job that does the work is created with the task
+(`services.tasks.automation`) and retired with it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import StepCommand, TaskEventKind
-from services.tasks import outbox
+from services.tasks import actions, automation, outbox
+from services.tasks.config import AutomationSettings
 from services.tasks.models import ACTIVE, CANCELLED, COMPLETED, OPEN, Instance, Task, Visit
 from services.tasks.timeutil import parse_time
 
@@ -55,12 +60,16 @@ def task_from_command(cmd: StepCommand, now: datetime) -> Task:
         due_at=parse_time(cmd.due_at),
         status=OPEN,
         created_at=parse_time(cmd.entered_at) or now,
+        executor=actions.executor(cmd),
     )
 
 
 async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
-                         now: datetime) -> int:
-    """Insert a task per new inbox command; returns how many were created (duplicates: 0)."""
+                         now: datetime, automation_settings: AutomationSettings | None = None,
+                         ) -> int:
+    """Insert a task per new inbox command (and its timer or job); returns how many were
+    created (duplicates: 0)."""
+    settings = automation_settings or AutomationSettings()
     created = 0
     for cmd in commands:
         if cmd.step_type not in INBOX_STEP_TYPES:
@@ -81,6 +90,10 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
                        Task.visit < cmd.visit, Task.status.in_(ACTIVE))
                 .values(status=CANCELLED, completed_at=now)
             )
+            await automation.retire(session, cmd.instance_id, now, step=cmd.step,
+                                    below_visit=cmd.visit)
+            if task.executor:
+                await automation.schedule(session, cmd, task, settings, now)
     return created
 
 
@@ -116,6 +129,7 @@ async def retire_step(session: AsyncSession, instance_id: str, step: str, visit:
     retired = list(await session.scalars(select(Task.task_id).where(*where)))
     await session.execute(update(Task).where(*where)
                           .values(status=COMPLETED, completed_at=at, outcome=outcome))
+    await automation.retire(session, instance_id, at, step=step, up_to_visit=visit)
     if operator:
         await session.execute(
             update(Task)
@@ -131,9 +145,10 @@ async def retire_step(session: AsyncSession, instance_id: str, step: str, visit:
 
 
 async def retire_instance(session: AsyncSession, instance_id: str, at: datetime) -> None:
-    """The instance ended: nothing of it is left to do in any inbox."""
+    """The instance ended: nothing of it is left to do in any inbox, timer or job."""
     await session.execute(
         update(Task)
         .where(Task.instance_id == instance_id, Task.status.in_(ACTIVE))
         .values(status=CANCELLED, completed_at=at)
     )
+    await automation.retire(session, instance_id, at)

@@ -21,3 +21,14 @@ SLA_BREACHES = Counter("flowline_tasks_sla_breaches_total", "Tasks that passed t
 ESCALATIONS = Counter(
     "flowline_tasks_escalations_total", "Breached tasks reassigned to their escalation role"
 )
+
+# --- Timers and automated steps ------------------------------------------------------------
+MESSAGES = Counter("flowline_tasks_messages_published_total",
+                   "Step completions and instance requests sent from the message outbox")
+MESSAGE_FAILURES = Counter("flowline_tasks_messages_publish_failures_total",
+                           "Message outbox passes that failed")
+TIMERS_FIRED = Counter("flowline_tasks_timers_fired_total", "Timer steps woken")
+JOBS = Counter("flowline_tasks_jobs_total", "Automated step jobs finished", ["kind", "result"])
+JOB_ATTEMPTS = Counter("flowline_tasks_job_attempts_total", "Attempts started", ["kind"])
+LEASES_EXPIRED = Counter("flowline_tasks_job_leases_expired_total",
+                         "Running jobs whose lease ran out (a worker died or hung)")

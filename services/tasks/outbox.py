@@ -7,6 +7,9 @@ send and the `sent_at` update re-sends a row, with the same CloudEvent id, which
 dedupe. Ids are deterministic per change (`<task>/<kind>`, or `<task>/<kind>/<n>` for changes
 that can repeat), and `record()` skips an id it already holds, so a redelivered command or a
 change seen by two paths (the inbox and the instance events) announces itself once.
+
+The same publisher sends `message_outbox` (step completions and instance requests the timers
+and automated steps owe the router): `route` says where a row goes and as what type.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +29,7 @@ from schemas.topics import TASK_EVENT_V1
 from services.common.kafka import EventProducer
 from services.tasks import metrics
 from services.tasks.clock import Clock
-from services.tasks.models import Task, TaskOutbox
+from services.tasks.models import MessageOutbox, Task, TaskOutbox
 from services.tasks.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -56,14 +61,27 @@ async def record(session: AsyncSession, task: Task, kind: TaskEventKind, at: dat
     return event_id
 
 
+# Where a row goes: (topic, CloudEvents type).
+Route = Callable[[Any], tuple[str, str]]
+
+
+def message_route(topic_prefix: str) -> Route:
+    """The route of `message_outbox` rows: their own topic (under this prefix) and type."""
+    return lambda row: (f"{topic_prefix}{row.topic}", row.ce_type)
+
+
 class OutboxPublisher:
-    """Background sender of task events; `run()` is the task, `kick()` asks for a pass now."""
+    """Background sender of an outbox table (task events unless told otherwise); `run()` is the
+    task, `kick()` asks for a pass now."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: EventProducer,
-                 topic: str, clock: Clock, *, idle_interval: float = 0.5,
+                 topic: str, clock: Clock, *, table: type[TaskOutbox | MessageOutbox] = TaskOutbox,
+                 route: Route | None = None, idle_interval: float = 0.5,
                  initial_backoff: float = 0.2, max_backoff: float = 10.0,
                  batch: int = 200) -> None:
         self.sessions, self.producer, self.topic, self.clock = sessions, producer, topic, clock
+        self.table: Any = table
+        self.route: Route = route or (lambda _row: (topic, TASK_EVENT_V1))
         self.idle_interval, self.batch = idle_interval, batch
         self.initial_backoff, self.max_backoff = initial_backoff, max_backoff
         self._wake = asyncio.Event()
@@ -83,8 +101,10 @@ class OutboxPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker down, timeouts, a locked database: retry
-                metrics.TASK_EVENT_FAILURES.inc()
-                log.warning("task events: publish failed, retrying in %.1fs: %r", backoff, exc)
+                (metrics.TASK_EVENT_FAILURES if self.table is TaskOutbox
+                 else metrics.MESSAGE_FAILURES).inc()
+                log.warning("%s: publish failed, retrying in %.1fs: %r",
+                            self.table.__tablename__, backoff, exc)
                 delay, backoff = backoff, min(backoff * 2, self.max_backoff)
             if delay:
                 with contextlib.suppress(TimeoutError):
@@ -94,14 +114,16 @@ class OutboxPublisher:
         """One pass: send unsent rows oldest first, stopping at the first failure (so events
         of one instance stay in order); returns how many were sent."""
         async with self._lock:
+            table = self.table
             async with self.sessions() as s:
-                rows = list(await s.scalars(select(TaskOutbox).where(TaskOutbox.sent_at.is_(None))
-                                            .order_by(TaskOutbox.id).limit(self.batch)))
+                rows = list(await s.scalars(select(table).where(table.sent_at.is_(None))
+                                            .order_by(table.id).limit(self.batch)))
             sent: list[int] = []
             try:
                 for row in rows:
+                    topic, ce_type = self.route(row)
                     try:
-                        await self.producer.send(self.topic, row.key, TASK_EVENT_V1, row.payload,
+                        await self.producer.send(topic, row.key, ce_type, row.payload,
                                                  event_id=row.event_id, time=row.created_at)
                     except Exception as exc:
                         await self._record_failure(row.id, exc)
@@ -110,14 +132,15 @@ class OutboxPublisher:
             finally:
                 if sent:
                     async with self.sessions.begin() as s:
-                        await s.execute(update(TaskOutbox).where(TaskOutbox.id.in_(sent))
+                        await s.execute(update(table).where(table.id.in_(sent))
                                         .values(sent_at=self.clock.now(),
-                                                attempts=TaskOutbox.attempts + 1))
-                    metrics.TASK_EVENTS.inc(len(sent))
+                                                attempts=table.attempts + 1))
+                    (metrics.TASK_EVENTS if table is TaskOutbox
+                     else metrics.MESSAGES).inc(len(sent))
             return len(sent)
 
     async def _record_failure(self, outbox_id: int, exc: Exception) -> None:
         with contextlib.suppress(Exception):  # bookkeeping only; the row stays unsent anyway
             async with self.sessions.begin() as s:
-                await s.execute(update(TaskOutbox).where(TaskOutbox.id == outbox_id).values(
-                    attempts=TaskOutbox.attempts + 1, last_error=repr(exc)[:2000]))
+                await s.execute(update(self.table).where(self.table.id == outbox_id).values(
+                    attempts=self.table.attempts + 1, last_error=repr(exc)[:2000]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from schemas.messages import InstanceEvent, StepCommand
@@ -14,8 +15,13 @@ from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks import inbox, journey
 from services.tasks.clock import Clock, SystemClock
+from services.tasks.config import AutomationSettings
 from services.tasks.consumers import BatchConsumer, Handler
-from services.tasks.outbox import OutboxPublisher
+from services.tasks.http_runner import HttpRunner
+from services.tasks.jobs import JobStore
+from services.tasks.models import MessageOutbox
+from services.tasks.outbox import OutboxPublisher, message_route
+from services.tasks.scheduler import Scheduler
 from services.tasks.sla import SlaSweeper
 from services.tasks.store import Store
 from services.tasks.timeutil import parse_time
@@ -39,11 +45,14 @@ def consumer_group(settings: Settings) -> str:
     return f"{settings.topic_prefix}flowline-tasks"
 
 
-def handlers(settings: Settings) -> dict[str, Handler]:
+def handlers(settings: Settings,
+             automation: AutomationSettings | None = None) -> dict[str, Handler]:
     """Commands first: within a batch, a task is created before events may retire it."""
+    apply_commands = functools.partial(inbox.apply_commands,
+                                       automation_settings=automation or AutomationSettings())
     return {
         settings.commands_topic: Handler(
-            frozenset({COMMAND_V1}), StepCommand, inbox.apply_commands, _check_command
+            frozenset({COMMAND_V1}), StepCommand, apply_commands, _check_command
         ),
         settings.instance_events_topic: Handler(
             frozenset(INSTANCE_EVENTS.types), InstanceEvent, journey.apply_events, _check_event
@@ -52,40 +61,71 @@ def handlers(settings: Settings) -> dict[str, Handler]:
 
 
 class TasksService:
-    """Database, producer, consumer, task-event publisher and SLA sweeper of one tasks process.
+    """Database, producer, consumer, task-event publisher and SLA sweeper of one tasks process,
+    and its automation: the message outbox, the scheduler (timers, leases) and the HTTP runner.
 
     `clock` is where the service's own notion of now comes from (claims, completions, SLA
-    breaches); tests pass a `FixedClock`.
+    breaches, timers, leases); tests pass a `FixedClock`. `automation` defaults to the
+    `FLOWLINE_AUTOMATION_*` environment.
     """
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None,
+                 automation: AutomationSettings | None = None) -> None:
         self.settings = settings
+        self.automation = automation or AutomationSettings()
         self.clock: Clock = clock or SystemClock()
         self.engine = make_engine(settings.db_url(SERVICE))
         self.sessions = make_sessionmaker(self.engine)
         self.store = Store(self.sessions)
         self.producer = EventProducer(settings, SERVICE)
         self.consumer = BatchConsumer(settings, self.sessions, self.producer,
-                                      handlers(settings), consumer_group(settings), SERVICE)
+                                      handlers(settings, self.automation),
+                                      consumer_group(settings), SERVICE)
         self.publisher = OutboxPublisher(self.sessions, self.producer,
                                          settings.task_events_topic, self.clock)
         self.sweeper = SlaSweeper(self.sessions, self.clock, settings.sla_sweep_interval,
                                   on_breach=self.publisher.kick)
+        self.messages = OutboxPublisher(
+            self.sessions, self.producer, settings.completions_topic, self.clock,
+            table=MessageOutbox, route=message_route(settings.topic_prefix),
+            idle_interval=self.automation.scheduler_interval)
+        self.jobs = JobStore(self.sessions, self.automation)
+        self.http = HttpRunner(self.jobs, self.clock, self.automation)
+        self.scheduler = Scheduler(self.sessions, self.jobs, self.clock,
+                                   self.automation.scheduler_interval, on_change=self.kick)
         self._loops: list[asyncio.Task[None]] = []
+
+    def kick(self) -> None:
+        """Something changed: publish what it owes now, and look for ready jobs."""
+        self.publisher.kick()
+        self.messages.kick()
+        self.http.kick()
 
     async def start(self) -> None:
         await migrate.upgrade(self.settings.db_url(SERVICE), SERVICE)
         await self.producer.start()
-        await self.consumer.start()
+        # The loops first: joining the consumer group can take seconds after a restart, and
+        # due timers, leases and the outboxes need only the database and the producer.
         self._loops = [asyncio.create_task(self.publisher.run(), name="tasks-outbox"),
-                       asyncio.create_task(self.sweeper.run(), name="tasks-sla")]
+                       asyncio.create_task(self.sweeper.run(), name="tasks-sla"),
+                       asyncio.create_task(self.messages.run(), name="tasks-messages"),
+                       asyncio.create_task(self.scheduler.run(), name="tasks-scheduler"),
+                       asyncio.create_task(self.http.run(), name="tasks-http")]
+        try:
+            await self.consumer.start()
+        except BaseException:
+            await self._stop_loops()
+            raise
         log.info("tasks service consuming %s", ", ".join(handlers(self.settings)))
 
-    async def stop(self) -> None:
+    async def _stop_loops(self) -> None:
         for loop in self._loops:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+
+    async def stop(self) -> None:
+        await self._stop_loops()
         for part in (self.consumer, self.producer):
             try:
                 await part.stop()

@@ -140,12 +140,15 @@ class Store:
             return row, list(visits)
 
     async def list_instances(self, status: str | None, process: str | None, limit: int,
-                             offset: int) -> tuple[list[Instance], int]:
+                             offset: int, work_order: str | None = None,
+                             ) -> tuple[list[Instance], int]:
         query = select(Instance).where(Instance.started_at.is_not(None))
         if status:
             query = query.where(Instance.status.in_(status.split(",")))
         if process:
             query = query.where(Instance.process_key == process)
+        if work_order:
+            query = query.where(Instance.work_order == work_order)
         async with self.sessions() as session:
             total = await session.scalar(select(func.count()).select_from(query.subquery()))
             rows = await session.scalars(

@@ -43,6 +43,9 @@ def task_view(task: Task) -> dict[str, Any]:
         "outcome": task.outcome,
         "breached_at": iso(task.breached_at),
         "original_role": task.original_role,
+        "executor": task.executor,
+        "incident": task.incident,
+        "incident_at": iso(task.incident_at),
     }
 
 

@@ -1,0 +1,195 @@
+"""Timers and jobs in SQL: created from step commands, fired, finished, given up, retired.
+
+Each function works in the caller's transaction. What the router must hear (a step completion,
+a hold) goes to the message outbox in that same transaction, with a deterministic event id, so
+a crash can neither lose it nor send it twice under different ids.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import (
+    ControlInstance,
+    InstanceAction,
+    StepCommand,
+    StepCompletion,
+    TaskEventKind,
+)
+from schemas.topics import COMPLETED_V1, HOLD_V1, INSTANCE_REQUESTS, STEP_COMPLETIONS
+from services.tasks import metrics, outbox
+from services.tasks.actions import (
+    HANDLER,
+    TIMER,
+    InvalidAction,
+    job_input,
+    parse_action,
+    wake_at,
+)
+from services.tasks.config import AutomationSettings
+from services.tasks.models import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FIRED,
+    LIVE_JOB,
+    PENDING,
+    QUEUED,
+    Instance,
+    Job,
+    MessageOutbox,
+    Task,
+    Timer,
+)
+from services.tasks.timeutil import iso
+
+OPERATOR = "flowline-tasks"  # who the service says it is when it holds an instance
+ON_HOLD = "on_hold"
+
+
+def held_instances() -> Any:
+    """Instances the read model knows are on hold: their timers and jobs wait for a resume
+    (a completion now would be rejected by the router and lost)."""
+    return select(Instance.instance_id).where(Instance.status == ON_HOLD)
+
+
+async def enqueue(session: AsyncSession, topic_suffix: str, ce_type: str, key: str,
+                  payload: dict[str, Any], event_id: str, at: datetime) -> bool:
+    """Add a message for the router to the outbox; False when that event id is already there."""
+    if await session.scalar(select(MessageOutbox.id).where(MessageOutbox.event_id == event_id)):
+        return False
+    session.add(MessageOutbox(event_id=event_id, topic=topic_suffix, ce_type=ce_type, key=key,
+                              payload=payload, created_at=at))
+    return True
+
+
+# --- from step commands ---------------------------------------------------------------------
+
+
+async def schedule(session: AsyncSession, cmd: StepCommand, task: Task,
+                   settings: AutomationSettings, now: datetime) -> None:
+    """The timer or job behind a new machine-run task (`task.executor` is set)."""
+    if task.executor == TIMER:
+        try:
+            wake = wake_at(cmd)
+        except ValueError as exc:
+            await raise_incident(session, task.task_id, task.instance_id, task.step, str(exc),
+                                 now, event_id=f"hold:{task.task_id}/timer")
+            return
+        session.add(Timer(timer_id=task.task_id, instance_id=task.instance_id, step=task.step,
+                          visit=task.visit, wake_at=wake, status=PENDING, created_at=now))
+        return
+    error: str | None = None
+    try:
+        action = parse_action(cmd.action)
+    except InvalidAction as exc:
+        action, error = None, f"invalid action: {exc}"
+    kind = action.kind if action else str(task.executor)
+    default_attempts = settings.job_max_attempts if kind == HANDLER else settings.http_max_attempts
+    job = Job(
+        job_id=task.task_id, instance_id=task.instance_id, tenant=task.tenant, step=task.step,
+        visit=task.visit, kind=kind, handler=action.handler if action else None,
+        action=dict(cmd.action or {}), input=job_input(cmd, action), status=QUEUED, attempts=0,
+        max_attempts=(action.max_attempts if action else None) or default_attempts,
+        available_at=task.created_at, created_at=now,
+    )
+    session.add(job)
+    if error is not None:
+        job.status, job.error, job.finished_at = FAILED, error, now
+        await raise_incident(session, task.task_id, task.instance_id, task.step, error, now,
+                             event_id=f"hold:{task.task_id}/invalid")
+
+
+async def retire(session: AsyncSession, instance_id: str, at: datetime, step: str | None = None,
+                 below_visit: int | None = None, up_to_visit: int | None = None) -> None:
+    """The step (or the whole instance) is over: its pending timers and live jobs are too."""
+    for table, live in ((Timer, (PENDING,)), (Job, LIVE_JOB)):
+        where = [table.instance_id == instance_id, table.status.in_(live)]
+        if step is not None:
+            where.append(table.step == step)
+        if below_visit is not None:
+            where.append(table.visit < below_visit)
+        if up_to_visit is not None:
+            where.append(table.visit <= up_to_visit)
+        values: dict[str, Any] = {"status": CANCELLED}
+        if table is Job:
+            values.update(lease_token=None, lease_expires_at=None, finished_at=at)
+        await session.execute(update(table).where(*where).values(**values)
+                              .execution_options(synchronize_session=False))
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+
+async def complete_step(session: AsyncSession, task_id: str, completion: StepCompletion,
+                        event_id: str, at: datetime) -> None:
+    """Owe the router `completion` and close the task (announcing it, as the inbox does)."""
+    await enqueue(session, STEP_COMPLETIONS.suffix, COMPLETED_V1, completion.instance_id,
+                  completion.dump(), event_id, at)
+    operator = completion.operator or completion.equipment
+    result = await session.execute(
+        update(Task).where(Task.task_id == task_id, Task.status.in_(ACTIVE))
+        .values(status=COMPLETED, outcome=completion.outcome, completed_at=at, assignee=operator)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0):
+        task = await session.get(Task, task_id, populate_existing=True)
+        if task is not None:
+            await outbox.record(session, task, TaskEventKind.COMPLETED, at, operator=operator,
+                                outcome=completion.outcome)
+
+
+async def raise_incident(session: AsyncSession, task_id: str, instance_id: str, step: str,
+                         error: str, at: datetime, event_id: str) -> None:
+    """The automation gave up: note the incident on the task and put the instance on hold
+    with the error, for an operator to resolve (fix and retry the job, or complete the step)."""
+    await session.execute(
+        update(Task).where(Task.task_id == task_id)
+        .values(incident=error[:4000], incident_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    hold = ControlInstance(instance_id=instance_id, action=InstanceAction.HOLD,
+                           reason=f"step {step} failed: {error}"[:2000], operator=OPERATOR)
+    await enqueue(session, INSTANCE_REQUESTS.suffix, HOLD_V1, instance_id, hold.dump(),
+                  event_id, at)
+
+
+# --- the scheduler's passes -----------------------------------------------------------------
+
+
+async def fire_due_timers(sessions: async_sessionmaker[AsyncSession], now: datetime,
+                          limit: int = 200) -> int:
+    """Fire every pending timer due by `now` (not of a held instance); returns how many."""
+    async with sessions() as s:
+        due = list(await s.scalars(
+            select(Timer.timer_id)
+            .where(Timer.status == PENDING, Timer.wake_at <= now,
+                   Timer.instance_id.not_in(held_instances()))
+            .order_by(Timer.wake_at, Timer.timer_id).limit(limit)
+        ))
+    fired = 0
+    for timer_id in due:
+        async with sessions() as s, s.begin():
+            # The conditional write comes first: exactly one pass (or process) fires a timer.
+            won = await s.execute(
+                update(Timer).where(Timer.timer_id == timer_id, Timer.status == PENDING)
+                .values(status=FIRED, fired_at=now).execution_options(synchronize_session=False)
+            )
+            if not getattr(won, "rowcount", 0):
+                continue
+            timer = await s.get(Timer, timer_id, populate_existing=True)
+            assert timer is not None
+            completion = StepCompletion(
+                instance_id=timer.instance_id, step=timer.step, visit=timer.visit,
+                outcome="fired", equipment="timer", note=f"timer due {iso(timer.wake_at)}",
+            )
+            await complete_step(s, timer_id, completion, f"timer:{timer_id}", now)
+            fired += 1
+    metrics.TIMERS_FIRED.inc(fired)
+    return fired
+
