@@ -19,7 +19,7 @@ from schemas.topics import COMPLETED_V1
 from services.common import metrics as common_metrics
 from services.common.errors import Conflict, FlowlineError, install_error_handlers
 from services.common.settings import Settings
-from services.tasks import analyses, analytics, assignment, routes_jobs
+from services.tasks import analyses, analytics, assignment, routes_calendars, routes_jobs
 from services.tasks.clock import Clock
 from services.tasks.config import AutomationSettings
 from services.tasks.metrics import TASK_ACTIONS
@@ -71,6 +71,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(analyses.router)
+    app.include_router(routes_calendars.router)
 
     @app.get("/v1/tasks")
     async def list_tasks(

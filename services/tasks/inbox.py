@@ -19,8 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import StepCommand, TaskEventKind
 from services.tasks import actions, automation, outbox
+from services.tasks.calendar import BusinessCalendar
 from services.tasks.config import AutomationSettings
-from services.tasks.models import ACTIVE, CANCELLED, COMPLETED, OPEN, Instance, Task, Visit
+from services.tasks.models import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    OPEN,
+    Calendar,
+    Instance,
+    Task,
+    Visit,
+)
 from services.tasks.timeutil import parse_time
 
 # Step types that wait for someone (or something the tasks service runs) to do the work.
@@ -70,6 +80,7 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
     """Insert a task per new inbox command (and its timer or job); returns how many were
     created (duplicates: 0)."""
     settings = automation_settings or AutomationSettings()
+    calendars: dict[str, BusinessCalendar | None] = {}
     created = 0
     for cmd in commands:
         if cmd.step_type not in INBOX_STEP_TYPES:
@@ -77,6 +88,10 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
         if await session.get(Task, cmd.command_id) is not None:
             continue  # a redelivery: the unique command id makes it a no-op
         task = task_from_command(cmd, now)
+        if task.due_at is not None:
+            calendar = await _calendar(session, cmd.tenant, calendars)
+            if calendar is not None:  # the SLA counts working time only
+                task.due_at = calendar.add(task.created_at, task.due_at - task.created_at)
         await _retire_if_dead(session, task)
         session.add(task)
         # Flush now so a duplicate later in the same batch finds this row.
@@ -95,6 +110,14 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
             if task.executor:
                 await automation.schedule(session, cmd, task, settings, now)
     return created
+
+
+async def _calendar(session: AsyncSession, tenant: str,
+                    seen: dict[str, BusinessCalendar | None]) -> BusinessCalendar | None:
+    if tenant not in seen:
+        row = await session.get(Calendar, tenant)
+        seen[tenant] = BusinessCalendar.from_json(row.spec) if row is not None else None
+    return seen[tenant]
 
 
 async def _retire_if_dead(session: AsyncSession, task: Task) -> None:

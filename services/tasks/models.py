@@ -283,3 +283,13 @@ class Analysis(Base):
     process_key: Mapped[str] = mapped_column(String(200))
     input: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Calendar(Base):
+    """A tenant's business calendar (`services/tasks/calendar.py`): SLAs count working time."""
+
+    __tablename__ = "calendars"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
