@@ -1,4 +1,7 @@
-"""Run the four services as child processes on one machine: `flowline dev`, the demo, e2e tests.
+"""Run the services as child processes on one machine: `flowline dev`, the demo, e2e tests.
+
+The four services plus one `flowline worker` for the handlers of automated steps (seed 003's
+analysis handlers).
 
 Each service is its own process (`python -m services.cli <service>`), exactly as in production,
 so a test can `kill -9` the router and start it again.
@@ -18,7 +21,7 @@ import httpx
 
 from services.common.settings import Settings
 
-SERVICES = ("definitions", "tasks", "router", "gateway")
+SERVICES = ("definitions", "tasks", "router", "gateway", "worker")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -30,13 +33,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def health_url(settings: Settings, service: str) -> str:
+def health_url(settings: Settings, service: str) -> str | None:
+    """Where the service answers /healthz; None for a worker (it serves nothing)."""
     return {
         "definitions": f"{settings.definitions_url}/healthz",
         "tasks": f"{settings.tasks_url}/healthz",
         "router": f"http://127.0.0.1:{settings.router_web_port}/healthz",
         "gateway": f"http://127.0.0.1:{settings.gateway_port}/healthz",
-    }[service]
+    }.get(service)
 
 
 class Stack:
@@ -74,6 +78,8 @@ class Stack:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{service} exited with {proc.returncode}; "
                                    f"see {self.log_dir / (service + '.log')}")
+            if url is None:
+                return  # running is all a worker can show
             try:
                 if httpx.get(url, timeout=1.0).status_code == 200:
                     return
