@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class Simulation:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.records: list[Record] = []
+        self.made: list[list[str]] = []  # per record: the command ids it makes
         self.commands: dict[str, dict[str, Any]] = {}
         self.ends: dict[str, InstanceState] = {}
 
@@ -69,9 +70,19 @@ class Simulation:
         d = decide(self.graph, state, msg, event_id, at)
         assert d.rejection is None and d.state is not None, d.rejection
         self.records.append((kind, msg.instance_id, ce_type, msg.dump(), event_id, at))
+        self.made.append([cmd.command_id for cmd in d.commands])
         for cmd in d.commands:
             self.commands[cmd.command_id] = cmd.dump()
         return d.state
+
+    def waves(self) -> list[list[int]]:
+        """Record indexes by round: the k-th record of every part. A part's record k+1 only
+        makes sense once record k was routed (its command is what the operator completes)."""
+        per_part: dict[str, list[int]] = {}
+        for n, record in enumerate(self.records):
+            per_part.setdefault(record[1], []).append(n)
+        depth = max(len(v) for v in per_part.values())
+        return [[v[k] for v in per_part.values() if k < len(v)] for k in range(depth)]
 
     def run(self, run: str) -> Simulation:
         for part in range(PARTS):
@@ -90,11 +101,15 @@ class Simulation:
         return self
 
 
+def router_settings(broker: Any, data_dir: Path) -> Settings:
+    return Settings(kafka_bootstrap=broker.bootstrap, partitions=4,
+                    topic_prefix=f"r{uuid.uuid4().hex[:8]}.", data_dir=data_dir,
+                    router_web_port=free_port())
+
+
 @pytest.fixture()
 def router(broker: Any, tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=4,
-                        topic_prefix=f"r{uuid.uuid4().hex[:8]}.", data_dir=tmp_path,
-                        router_web_port=free_port())
+    settings = router_settings(broker, tmp_path)
     asyncio.run(prepare(settings))
     with Stack(settings) as stack:
         yield stack
@@ -124,11 +139,18 @@ class Collector:
                         self.ends[ce.data["instance_id"]] = ce.data
 
 
-async def test_kill_9_mid_stream_matches_the_pure_core(router: Stack) -> None:
-    settings = router.settings
+Action = Callable[[], object]
+
+
+async def run_against_core(settings: Settings, before: dict[int, Action],
+                           after: dict[int, Action]) -> None:
+    """Send the simulated records round by round, the way equipment reports: a part's next
+    completion goes out once the command of its previous one was seen. `before[k]` runs
+    just before round k is sent (records then arrive while, say, the router is down),
+    `after[k]` right after it (with round k in flight)."""
     graph = Graph.of(process_version())
     sim = Simulation(graph).run(f"k{uuid.uuid4().hex[:6]}")
-    records, expected, ends = sim.records, sim.commands, sim.ends
+    expected, ends = sim.commands, sim.ends
     producer = EventProducer(settings, "e2e-mes")
     consumer = AIOKafkaConsumer(settings.commands_topic, settings.instance_events_topic,
                                 bootstrap_servers=settings.kafka_bootstrap,
@@ -136,34 +158,30 @@ async def test_kill_9_mid_stream_matches_the_pure_core(router: Stack) -> None:
     seen = Collector(settings)
     topic = {"requests": settings.requests_topic, "completions": settings.completions_topic}
 
-    async def send(batch: list[Record]) -> None:
-        for kind, key, ce_type, data, event_id, at in batch:
-            await producer.send(topic[kind], key, ce_type, data, event_id=event_id, time=at,
-                                wait=False)
-        await producer.flush()
-
-    async def commands_at_least(n: int) -> bool:
+    async def routed(ids: set[str]) -> bool:
         await seen.poll(consumer)
-        return len(seen.commands) >= n
+        return ids <= set(seen.commands)
+
+    async def all_ended() -> bool:
+        await seen.poll(consumer)
+        return len(seen.ends) >= len(ends)
 
     await producer.start()
     await consumer.start()
     try:
-        router.start(("router",), timeout=90)
-        half = len(records) // 2
-        await send(records[:half])
-        await async_wait_for(lambda: commands_at_least(len(expected) // 4), within=90,
-                             what="a quarter of the commands before the kill")
-        router.kill("router")  # SIGKILL: whatever was in flight is not committed
-        await send(records[half:])  # accepted by the broker while the router is down
-        router.start_service("router")
-        await async_wait_for(lambda: commands_at_least(len(expected)), within=180,
-                             what=f"all {len(expected)} commands after the restart")
-
-        async def all_ended() -> bool:
-            await seen.poll(consumer)
-            return len(seen.ends) >= len(ends)
-
+        for k, wave in enumerate(sim.waves()):
+            if k in before:
+                await asyncio.to_thread(before[k])
+            for n in wave:
+                kind, key, ce_type, data, event_id, at = sim.records[n]
+                await producer.send(topic[kind], key, ce_type, data, event_id=event_id,
+                                    time=at, wait=False)
+            await producer.flush()
+            if k in after:
+                await asyncio.to_thread(after[k])
+            made = {c for n in wave for c in sim.made[n]}
+            await async_wait_for(lambda: routed(made),  # noqa: B023 (awaited right here)
+                                 within=120, what=f"the {len(made)} commands of round {k}")
         await async_wait_for(all_ended, within=60, what="every part's completed event")
     finally:
         await consumer.stop()
@@ -177,3 +195,34 @@ async def test_kill_9_mid_stream_matches_the_pure_core(router: Stack) -> None:
         assert seen.ends[iid]["terminal_status"] == state.terminal_status, iid
         assert seen.visits[iid] == state.visits, iid
     assert {s.terminal_status for s in ends.values()} == {"completed", "scrapped", "returned"}
+
+
+async def test_kill_9_mid_stream_matches_the_pure_core(router: Stack) -> None:
+    router.start(("router",), timeout=90)
+
+    def kill() -> None:
+        router.kill("router")  # SIGKILL: whatever was in flight is not committed
+
+    def restart() -> None:
+        router.start_service("router")
+
+    def kill_and_restart() -> None:
+        kill()
+        restart()
+
+    # Round 3 reaches the broker while the router is down; round 6 is in flight at the kill.
+    await run_against_core(router.settings, before={3: kill},
+                           after={3: restart, 6: kill_and_restart})
+
+
+async def test_a_second_router_joins_then_the_first_dies(broker: Any, tmp_path: Path) -> None:
+    first = router_settings(broker, tmp_path / "w0")
+    second = first.model_copy(update={"router_web_port": free_port(),
+                                      "data_dir": tmp_path / "w1"})
+    await prepare(first)
+    with Stack(first) as a, Stack(second) as b:
+        a.start(("router",), timeout=90)
+        await run_against_core(first, before={}, after={
+            2: lambda: b.start(("router",), timeout=90),  # joins: a rebalance mid-stream
+            5: lambda: a.kill("router"),  # leaves by crashing: b takes every partition
+        })
