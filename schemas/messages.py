@@ -225,6 +225,7 @@ class TaskEventKind(StrEnum):
     COMPLETED = "completed"
     BREACHED = "breached"
     ESCALATED = "escalated"
+    CANCELLED = "cancelled"  # no longer needed: the instance ended, moved on or migrated
 
 
 class TaskEvent(_Msg):

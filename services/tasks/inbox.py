@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import StepCommand, TaskEventKind
@@ -99,12 +99,9 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
         if task.status == OPEN:
             created += 1
             await outbox.record(session, task, TaskEventKind.CREATED, task.created_at)
-            await session.execute(
-                update(Task)
-                .where(Task.instance_id == cmd.instance_id, Task.step == cmd.step,
-                       Task.visit < cmd.visit, Task.status.in_(ACTIVE))
-                .values(status=CANCELLED, completed_at=now)
-            )
+            await cancel_active(session, now, "superseded by a later visit",
+                                Task.instance_id == cmd.instance_id, Task.step == cmd.step,
+                                Task.visit < cmd.visit)
             await automation.retire(session, cmd.instance_id, now, step=cmd.step,
                                     below_visit=cmd.visit)
             if task.executor:
@@ -169,9 +166,20 @@ async def retire_step(session: AsyncSession, instance_id: str, step: str, visit:
 
 async def retire_instance(session: AsyncSession, instance_id: str, at: datetime) -> None:
     """The instance ended: nothing of it is left to do in any inbox, timer or job."""
-    await session.execute(
-        update(Task)
-        .where(Task.instance_id == instance_id, Task.status.in_(ACTIVE))
-        .values(status=CANCELLED, completed_at=at)
-    )
+    await cancel_active(session, at, "instance ended", Task.instance_id == instance_id)
     await automation.retire(session, instance_id, at)
+
+
+async def cancel_active(session: AsyncSession, at: datetime, why: str,
+                        *where: ColumnElement[bool], outcome: str | None = None) -> None:
+    """Cancel the open and claimed tasks matching `where`, announcing each (`cancelled`)."""
+    match = [*where, Task.status.in_(ACTIVE)]
+    ids = list(await session.scalars(select(Task.task_id).where(*match)))
+    if not ids:
+        return
+    await session.execute(update(Task).where(Task.task_id.in_(ids))
+                          .values(status=CANCELLED, completed_at=at, outcome=outcome))
+    for task_id in ids:
+        task = await session.get(Task, task_id, populate_existing=True)
+        if task is not None:
+            await outbox.record(session, task, TaskEventKind.CANCELLED, at, outcome=why)

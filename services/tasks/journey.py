@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import InstanceEvent, InstanceEventKind
 from services.tasks import inbox
-from services.tasks.models import ACTIVE, CANCELLED, Instance, Task, Visit
+from services.tasks.models import Instance, Task, Visit
 from services.tasks.timeutil import parse_time
 
 K = InstanceEventKind
@@ -80,10 +80,8 @@ async def _migrated(session: AsyncSession, row: Instance, active: list[str],
     await session.execute(
         update(Visit).where(Visit.instance_id == row.instance_id, Visit.exited_at.is_(None),
                             Visit.step.not_in(active)).values(exited_at=at, outcome="migrated"))
-    await session.execute(
-        update(Task).where(Task.instance_id == row.instance_id, Task.status.in_(ACTIVE),
-                           Task.step.not_in(active))
-        .values(status=CANCELLED, completed_at=at, outcome="migrated"))
+    await inbox.cancel_active(session, at, "migrated", Task.instance_id == row.instance_id,
+                              Task.step.not_in(active), outcome="migrated")
 
 
 async def _enter(session: AsyncSession, row: Instance, ev: InstanceEvent, at: datetime) -> None:

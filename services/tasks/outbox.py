@@ -35,7 +35,8 @@ from services.tasks.timeutil import iso
 log = logging.getLogger(__name__)
 
 # Changes a task goes through at most once; the others are numbered.
-ONCE = frozenset({TaskEventKind.CREATED, TaskEventKind.COMPLETED, TaskEventKind.BREACHED})
+ONCE = frozenset({TaskEventKind.CREATED, TaskEventKind.COMPLETED, TaskEventKind.BREACHED,
+                  TaskEventKind.CANCELLED})
 
 
 async def record(session: AsyncSession, task: Task, kind: TaskEventKind, at: datetime, *,

@@ -21,7 +21,13 @@ from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.clock import FixedClock
 from tests.conftest import async_wait_for
-from tests.integration.test_tasks_service import command, new_instance, send_command, serve
+from tests.integration.test_tasks_service import (
+    command,
+    new_instance,
+    send_command,
+    send_event,
+    serve,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +190,24 @@ async def test_redelivered_command_is_created_once(
     events = await task_events(topics, inst, has(f"{inst}/marker/1/created"))
     assert [e.id for e in events] == [f"{inst}/inspect/1/created", f"{inst}/marker/1/created"]
     assert events[0].data["role"] == "inspector"
+
+
+async def test_cancelled_tasks_are_announced_once(
+    client: httpx.AsyncClient, producer: EventProducer, topics: Settings
+) -> None:
+    inst = new_instance()
+    await send_command(producer, command(inst, "inspect", visit=1))
+    await send_command(producer, command(inst, "inspect", visit=2))  # supersedes visit 1
+    await send_command(producer, command(inst, "ship", visit=1))
+    await send_event(producer, "cancelled", inst, status="cancelled",
+                     terminal_status="cancelled")  # the instance ends: ship is not needed
+    await send_event(producer, "cancelled", inst, status="cancelled")  # redelivered
+    first, second, ship = (f"{inst}/inspect/1", f"{inst}/inspect/2", f"{inst}/ship/1")
+    events = by_id(await task_events(topics, inst, has(f"{first}/cancelled",
+                                                       f"{second}/cancelled",
+                                                       f"{ship}/cancelled")))
+    assert events[f"{first}/cancelled"]["outcome"] == "superseded by a later visit"
+    assert events[f"{ship}/cancelled"]["outcome"] == "instance ended"
+    assert sum(1 for e in events if e.endswith("/cancelled")) == 3
+    assert (await wait_task(client, ship, lambda t: t["status"] == "cancelled"))["status"] \
+        == "cancelled"
