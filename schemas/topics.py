@@ -67,7 +67,7 @@ DEFINITIONS = TopicSpec(
 INSTANCE_REQUESTS = TopicSpec(
     "instance-requests",
     key="instance id",
-    writers="gateway, integrators, tasks (holds, analyses), router (subprocess starts)",
+    writers="gateway, integrators, tasks, router",
     types={
         START_V1: StartInstance,
         CANCEL_V1: ControlInstance,
@@ -79,7 +79,7 @@ INSTANCE_REQUESTS = TopicSpec(
 STEP_COMPLETIONS = TopicSpec(
     "step-completions",
     key="instance id",
-    writers="equipment, gateway, tasks (timers, automated steps), router (subprocess ends)",
+    writers="equipment, gateway, tasks, router",
     types={COMPLETED_V1: StepCompletion},
 )
 STEP_COMMANDS = TopicSpec(

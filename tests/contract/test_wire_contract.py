@@ -33,8 +33,8 @@ from tests.contract.samples import DESIGN_GRAPH
 
 TOPICS = {
     "flowline.definitions": ("tenant/process_key/version", "definitions"),
-    "flowline.instance-requests": ("instance id", "gateway, integrators"),
-    "flowline.step-completions": ("instance id", "equipment, gateway, tasks"),
+    "flowline.instance-requests": ("instance id", "gateway, integrators, tasks, router"),
+    "flowline.step-completions": ("instance id", "equipment, gateway, tasks, router"),
     "flowline.step-commands": ("instance id", "router"),
     "flowline.instance-events": ("instance id", "router"),
     "flowline.task-events": ("instance id", "tasks"),
