@@ -19,13 +19,15 @@ class Sizes:
     recovery_reps: int
     recovery_rate: float  # start requests per second while the router is killed
     memory_instances: int
+    inbox_instances: int = 500  # inbox: instances, one completion each per round
+    inbox_rate: float = 200  # inbox: completions per second, paced (Kafka, then the gateway)
     partitions: int = 12
 
 
 QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
-              recovery_reps=1, recovery_rate=50, memory_instances=1000)
+              recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100)
 FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=6, latency_rate=1000,
-             recovery_reps=3, recovery_rate=50, memory_instances=20_000)
+             recovery_reps=3, recovery_rate=50, memory_instances=100_000, inbox_instances=1000)
 
 
 @dataclass

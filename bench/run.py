@@ -27,7 +27,7 @@ from bench import report
 from bench.brokers import broker_data_dir, broker_pid, broker_version, make_broker
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
-from bench.scenarios import latency, memory, raw, recovery, throughput
+from bench.scenarios import inbox, latency, memory, raw, recovery, scaling, throughput
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -36,6 +36,8 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency.run,
     "recovery": recovery.run,
     "memory": memory.run,
+    "inbox": inbox.run,
+    "scaling": scaling.run,
 }
 
 
@@ -53,6 +55,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", action="append", default=[], metavar="NAME=VALUE",
                    help="override a size from bench/context.py, e.g. memory_instances=5000")
     p.add_argument("--profile", action="store_true", help="py-spy the router in `throughput`")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the work dir (service logs, py-spy's raw stacks) after success")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", help="result file stem (default: <date>-<broker>[-quick])")
     return p.parse_args(argv)
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = any("error" in s for s in scenarios.values())
     if failed:  # the router logs say why: keep them
         print(f"a scenario failed: service logs kept in {work}/*/logs", file=sys.stderr)
+    elif args.keep_work:
+        print(f"work dir kept: {work}", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
     print(report.markdown(result))

@@ -17,7 +17,7 @@ from services.common.settings import Settings
 from services.devstack import Stack
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -26,7 +26,7 @@ def _free_port() -> int:
 def bench_settings(bootstrap: str, data_dir: Path, partitions: int, tag: str) -> Settings:
     prefix = f"b{tag}{uuid.uuid4().hex[:6]}."
     return Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions,
-                    data_dir=data_dir / prefix.rstrip("."), router_web_port=_free_port(),
+                    data_dir=data_dir / prefix.rstrip("."), router_web_port=free_port(),
                     log_level="WARNING")
 
 
@@ -61,7 +61,7 @@ class Routers:
         for n in range(len(self.stacks), workers):
             # Each worker needs its own web port and data dir; same group, same topics.
             s = self.settings.model_copy(update={
-                "router_web_port": self.settings.router_web_port if n == 0 else _free_port(),
+                "router_web_port": self.settings.router_web_port if n == 0 else free_port(),
                 "data_dir": self.settings.data_dir / f"w{n}"})
             self.stacks.append(Stack(s))
         for stack in self.stacks:

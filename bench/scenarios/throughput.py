@@ -9,9 +9,12 @@ The visit table holds N instances throughout, and the definitions view is in use
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import workload
 from bench.context import Context
@@ -22,7 +25,10 @@ from bench.profiler import Profile
 from bench.stack import Routers, bench_settings, prepare
 
 
-async def run(ctx: Context, workers: int = 1) -> dict[str, Any]:
+async def run(ctx: Context, workers: int = 1, restart: bool = True) -> dict[str, Any]:
+    """With `restart=False` the routers keep running: once the group is stable (every worker
+    a member, no rebalance under way) the completions are produced to them, so a worker
+    joining or a rebalance is not part of the rate (the `scaling` scenario)."""
     n, steps = ctx.sizes.instances, len(workload.PATH)
     settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "t")
     await prepare(settings)
@@ -43,15 +49,24 @@ async def run(ctx: Context, workers: int = 1) -> dict[str, Any]:
         if not await reader.wait_for(n, within=60 + n / 50):
             raise RuntimeError(f"only {len(reader.distinct)}/{n} start commands arrived")
         result["starts"] = rate_between(reader.seen[:n])
-        await routers.stop()
-        result["preload_s"] = round(await produce_all(
-            ctx.bootstrap, settings.completions_topic, completions), 2)
-        ctx.say(f"throughput: {len(completions)} completions pre-loaded in "
-                f"{result['preload_s']}s; restarting the router")
-        restarted = time.time()
-        cpu0 = 0.0
-        result["router_restart_s"] = round(await routers.start(workers), 2)
-        cpu0 = routers.cpu_seconds()
+        if restart:
+            await routers.stop()
+            result["preload_s"] = round(await produce_all(
+                ctx.bootstrap, settings.completions_topic, completions), 2)
+            ctx.say(f"throughput: {len(completions)} completions pre-loaded in "
+                    f"{result['preload_s']}s; restarting the router")
+            restarted = time.time()
+            result["router_restart_s"] = round(await routers.start(workers), 2)
+            cpu0 = routers.cpu_seconds()
+        else:
+            result["group_stable_s"] = round(
+                await wait_stable(ctx.bootstrap, settings.router_app_id, workers), 2)
+            ctx.say(f"throughput: group stable with {workers} member(s); producing "
+                    f"{len(completions)} completions to the running router(s)")
+            restarted = time.time()
+            cpu0 = routers.cpu_seconds()
+            result["preload_s"] = round(await produce_all(
+                ctx.bootstrap, settings.completions_topic, completions), 2)
         profile = None
         if ctx.profile_dir is not None and workers == 1:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -79,3 +94,21 @@ async def run(ctx: Context, workers: int = 1) -> dict[str, Any]:
         await reader.stop()
         result["cpu"] = meter.report()
     return result
+
+
+async def wait_stable(bootstrap: str, group: str, members: int, within: float = 120) -> float:
+    """Seconds until the consumer group is Stable with `members` members (raises after
+    `within`)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < within:
+            response = await admin.describe_consumer_groups([group])
+            state = response[0].to_object()["groups"][0]
+            if state["state"] == "Stable" and len(state["members"]) == members:
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"group {group} not stable with {members} members after {within}s")

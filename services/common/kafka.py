@@ -33,7 +33,10 @@ class EventProducer:
     def __init__(self, settings: Settings, service: str, **producer_config: Any) -> None:
         self.settings = settings
         self.service = service
-        config: dict[str, Any] = {"linger_ms": 5, "acks": "all", "enable_idempotence": False}
+        # No linger: callers (the gateway's POSTs, the tasks service) await each send, and
+        # aiokafka batches on its own while a request is in flight (bench inbox at 25/s:
+        # gateway POST p50/p99 14.4/22.8 ms with 5 ms, 6.9/15.5 ms with 0).
+        config: dict[str, Any] = {"linger_ms": 0, "acks": "all", "enable_idempotence": False}
         config.update(producer_config)
         self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **config)
 

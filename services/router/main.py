@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 from faust.worker import Worker
 
@@ -20,6 +21,11 @@ def run(settings: Settings) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs its own loop
     view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
     app = create_app(settings, view)
+    # The table's RocksDB copy is a cache of its changelog, and after a crash it can be ahead
+    # of it: a state is put into RocksDB when it is stored, its changelog record is acked
+    # later, and a replayed input then finds its own event id already applied and rewrites
+    # nothing. Starting from the changelog alone keeps the changelog the only truth.
+    shutil.rmtree(app.conf.tabledir, ignore_errors=True)
     # The definitions reader is a service of its own: started before, stopped after the app.
     worker = Worker(app, view, loglevel=settings.log_level.lower(), quiet=True,
                     redirect_stdouts=False, override_logging=False)

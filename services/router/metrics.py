@@ -17,3 +17,17 @@ LATENCY = Histogram(
 )
 INSTANCES = Gauge("flowline_router_instances", "Instances in this worker's table")
 DEFINITIONS = Gauge("flowline_router_definitions", "Process versions known to this worker")
+BATCH_SIZE = Histogram(
+    "flowline_router_batch_size",
+    "Records routed together: decided in order, outputs acknowledged at once, then stored",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+DELIVERY_RETRIES = Counter(
+    "flowline_router_delivery_retries_total",
+    "Batches sent again because the broker did not acknowledge every output",
+)
+UNSENDABLE = Counter(
+    "flowline_router_unsendable_total",
+    "Outputs dropped because the broker refuses them as too large (each one is logged)",
+    ["topic"],
+)

@@ -9,15 +9,26 @@
    and a partition with nothing committed yet is sought to the start of its log after each
    rebalance, since aiokafka leaves it wherever the fetcher had got to. faust's own "gap"
    detection is ignored: holes are confirmed empty only by reading the log (`stall.py`).
+
+3. End offsets read from the log. The local Tansu broker answers ListOffsets(latest) with the
+   base offset of the last record *batch* + 1, not the last record's offset + 1 (measured
+   2026-11-22: 3 records at offsets 1..3 in one batch -> end offset 2). faust recovers a
+   table's changelog up to that end, so once the router wrote its states in batches, the
+   trailing states of each changelog partition were lost at every restart on Tansu. Here an
+   end offset is checked by fetching the batch that holds its last offset: on Apache Kafka
+   that batch ends there; on Tansu it shows the records after it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -31,10 +42,62 @@ def fetch_max_wait_ms() -> int:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _probe: AIOKafkaConsumer | None = None
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = fetch_max_wait_ms()  # read when the consumer starts
         return consumer
+
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        ends = dict(await super()._highwaters(partitions))
+        if self.consumer.in_transaction:
+            return ends
+        return await self._read_ends(ends)
+
+    async def _read_ends(self, ends: dict[Any, int], within: float = 2.0) -> dict[Any, int]:
+        """Each end offset, raised to what the batch holding its last offset shows.
+
+        Runs on the consumer thread (faust calls `_highwaters` there), with a consumer of its
+        own so the worker's positions are untouched. An answer not read in time stays as the
+        broker gave it.
+        """
+        check = {tp: end for tp, end in ends.items() if end}
+        if not check:
+            return ends
+        if self._probe is None:
+            self._probe = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap(),
+                enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms())
+            await self._probe.start()
+        probe = self._probe
+        parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in check}
+        probe.assign(list(parts.values()))
+        for tp, end in check.items():
+            probe.seek(parts[tp], end - 1)
+        waiting = set(check)
+        deadline = time.monotonic() + within
+        while waiting and time.monotonic() < deadline:
+            batch = await probe.getmany(*(parts[tp] for tp in waiting), timeout_ms=200)
+            for tp in list(waiting):
+                records = batch.get(parts[tp])
+                if records:
+                    if records[-1].offset + 1 > ends[tp]:
+                        log.debug("%s[%s]: end offset %s per the broker, %s per its log",
+                                  tp.topic, tp.partition, ends[tp], records[-1].offset + 1)
+                        ends[tp] = records[-1].offset + 1
+                    waiting.discard(tp)
+                elif await probe.position(parts[tp]) >= ends[tp]:
+                    waiting.discard(tp)  # a transaction marker or a compacted hole: no record
+        return ends
+
+    def _bootstrap(self) -> str:
+        return ",".join(f"{u.host}:{u.port or 9092}" for u in self.transport.url)
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()
+        if self._probe is not None:
+            await self._probe.stop()
 
 
 class _Consumer(faust_aiokafka.Consumer):

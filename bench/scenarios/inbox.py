@@ -1,0 +1,210 @@
+"""Completion → inbox row committed, and the gateway's POST latency under load.
+
+The whole stack runs (definitions, tasks with its SQLite inbox, router, gateway), each service
+its own process as in production. M instances are started and the bench waits until each has
+its first inbox row. Then rounds of one completion per instance at `inbox_rate`/s, paced:
+
+- `kafka`: completions produced straight to `step-completions` (linger 0, as equipment would);
+- `gateway`: the same, as `POST /v1/instances/{id}/completions` from concurrent clients.
+
+Each completion makes the router enter the next step, and the tasks service insert that step's
+inbox row (command id `instance/step/1`). A reader thread polls the tasks database every
+`POLL_S` for new rows: it sees a row once its transaction is committed (SQLite readers see
+only commits), so `inbox_ms` = first seen − send (an upper bound, by at most `POLL_S`).
+`command_ms` = the router's step command's CreateTime − send: the router's part of it.
+`post_ms` = POST sent → 202 received, client side. `rows_per_second`: how fast rows appeared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from bench import workload
+from bench.context import Context
+from bench.kafka_io import Seen, TopicReader, produce_all
+from bench.machine import CpuMeter
+from bench.pacing import paced_send
+from bench.stack import bench_settings, free_port, prepare
+from bench.stats import percentiles
+from services.devstack import Stack
+
+POLL_S = 0.002
+SERVICES = ("definitions", "tasks", "router", "gateway")
+
+
+class InboxWatcher:
+    """Notes when each task row (by command id) first becomes visible in the tasks DB."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inbox-watcher", daemon=True)
+
+    def start(self) -> InboxWatcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        conn = None
+        last = 0
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1.0)
+                rows = conn.execute("SELECT rowid, command_id FROM tasks WHERE rowid > ? "
+                                    "ORDER BY rowid", (last,)).fetchall()
+            except sqlite3.Error:  # not created yet, or migrating: try again
+                rows = []
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            now = time.time()
+            for rowid, command_id in rows:
+                self.seen.setdefault(command_id, now)
+                last = max(last, rowid)
+            self._stop.wait(POLL_S)
+        if conn is not None:
+            conn.close()
+
+    async def wait_for(self, ids: list[str], within: float) -> int:
+        """Wait until every command id in `ids` has a row; returns how many are missing."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            missing = sum(1 for i in ids if i not in self.seen)
+            if not missing:
+                return 0
+            await asyncio.sleep(0.05)
+        return sum(1 for i in ids if i not in self.seen)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def next_step(round_: int) -> str:
+    """The step the completion of workload.PATH[round_] leads to."""
+    return workload.PATH[round_ + 1][0] if round_ + 1 < len(workload.PATH) else "ship"
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes
+    m, rate = sizes.inbox_instances, sizes.inbox_rate
+    base = bench_settings(ctx.bootstrap, ctx.work_dir, sizes.partitions, "i")
+    settings = base.model_copy(update={
+        "gateway_port": free_port(), "definitions_url": f"http://127.0.0.1:{free_port()}",
+        "tasks_url": f"http://127.0.0.1:{free_port()}"})
+    await prepare(settings)
+    meter = CpuMeter()
+    meter.track(ctx.broker_pid)
+    stack = Stack(settings)
+    tag = settings.topic_prefix.rstrip(".")
+    iids = [workload.instance_id(tag, n) for n in range(m)]
+    watcher = InboxWatcher(settings.data_dir / "tasks.db")
+    created: dict[str, int] = {}  # command id -> the router's CreateTime (ms)
+
+    def on_command(seen: Seen) -> None:
+        created.setdefault(json.loads(seen.value)["command_id"], seen.create_ms)
+
+    commands = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False,
+                                 on_record=on_command).start()
+    result: dict[str, Any] = {"instances": m, "rate": rate}
+    try:
+        await asyncio.to_thread(stack.start, SERVICES, 90)
+        for service in SERVICES:
+            meter.track(stack.procs[service].pid)
+        watcher.start()
+        await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
+        first = [f"{iid}/{workload.PATH[0][0]}/1" for iid in iids]
+        if missing := await watcher.wait_for(first, within=60 + m / 20):
+            raise RuntimeError(f"{missing}/{m} instances have no inbox row for their first step")
+        rounds = len(workload.PATH)
+        phases = (("kafka", "Kafka", _via_kafka), ("gateway", "the gateway", _via_gateway))
+        for path, name, send in phases:
+            r0 = 0 if path == "kafka" else rounds // 2
+            r1 = rounds // 2 if path == "kafka" else rounds
+            ctx.say(f"inbox: rounds {r0}..{r1 - 1} × {m} completions via {name} at {rate:.0f}/s")
+            sent: dict[str, float] = {}
+            post_ms: list[float] = []
+            began = time.monotonic()
+            for r in range(r0, r1):
+                await send(ctx, settings, tag, m, r, rate, sent, post_ms)
+            achieved = round(len(sent) / (time.monotonic() - began), 1)
+            missing = await watcher.wait_for(list(sent), within=30 + len(sent) / 50)
+            inbox = [1000 * (watcher.seen[c] - t) for c, t in sent.items() if c in watcher.seen]
+            seen = sorted(watcher.seen[c] for c in sent if c in watcher.seen)
+            rows_rate = round((len(seen) - 1) / (seen[-1] - seen[0]), 1) \
+                if len(seen) > 1 and seen[-1] > seen[0] else None
+            routed = [created[c] - 1000 * t for c, t in sent.items() if c in created]
+            result[path] = {"completions": len(sent), "achieved_rate": achieved,
+                            "missing_rows": missing, "inbox_ms": percentiles(inbox),
+                            "command_ms": percentiles(routed), "rows_per_second": rows_rate}
+            if post_ms:
+                result[path]["post_ms"] = percentiles(post_ms)
+    finally:
+        watcher.stop()
+        await commands.stop()
+        for service in SERVICES:
+            proc = stack.procs.get(service)
+            meter.retire(proc.pid if proc else None)
+        await asyncio.to_thread(stack.stop)
+        result["cpu"] = meter.report()
+    return result
+
+
+async def _via_kafka(ctx: Context, settings: Any, tag: str, m: int, r: int, rate: float,
+                     sent: dict[str, float], post_ms: list[float]) -> None:
+    records = workload.completions(tag, m, rounds=r + 1)[r * m:]
+    step = next_step(r)
+    producer = AIOKafkaProducer(bootstrap_servers=ctx.bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+
+    def note(record: workload.Record, t: float) -> None:
+        sent.setdefault(f"{record.key.decode()}/{step}/1", t)
+
+    try:
+        await paced_send(producer, settings.completions_topic, records, rate, on_sent=note)
+    finally:
+        await producer.stop()
+
+
+async def _via_gateway(ctx: Context, settings: Any, tag: str, m: int, r: int, rate: float,
+                       sent: dict[str, float], post_ms: list[float]) -> None:
+    step, outcome = workload.PATH[r]
+    after = next_step(r)
+    url = f"http://127.0.0.1:{settings.gateway_port}/v1/instances"
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    failures: list[str] = []
+
+    async def post(client: httpx.AsyncClient, iid: str) -> None:
+        body: dict[str, Any] = {"step": step, "operator": "bench"}
+        if outcome:
+            body["outcome"] = outcome
+        t = time.time()
+        sent.setdefault(f"{iid}/{after}/1", t)
+        response = await client.post(f"{url}/{iid}/completions", json=body)
+        post_ms.append(1000 * (time.time() - t))
+        if response.status_code != 202:
+            failures.append(f"{response.status_code} {response.text[:200]}")
+
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.monotonic()
+        tasks = []
+        for n in range(m):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(client, workload.instance_id(tag, n))))
+        await asyncio.gather(*tasks)
+    if failures:
+        raise RuntimeError(f"{len(failures)} POSTs failed, e.g. {failures[0]}")
+

@@ -1,0 +1,102 @@
+"""The router routes in batches: records for one instance decided in order within a batch, and
+an output the broker cannot take does not stop the batch (a real broker, a real router process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from bench import workload
+from bench.kafka_io import TopicReader, produce_all
+from bench.stack import prepare
+from services.common.settings import Settings
+from services.devstack import Stack
+from tests.conftest import async_wait_for, free_port
+
+
+@pytest.fixture()
+def router(settings: Settings) -> Settings:
+    """Topics and the remanufacturing version (as an approval would); the test starts the
+    router itself, when its records are where it wants them."""
+    live = settings.model_copy(update={"router_web_port": free_port(), "log_level": "WARNING"})
+    asyncio.run(prepare(live))
+    return live
+
+
+def start(settings: Settings) -> Stack:
+    return Stack(settings).start(("router",), timeout=90)
+
+
+async def test_a_backlog_for_one_instance_is_decided_in_order(router: Settings) -> None:
+    # The instance is started, the router stopped, and every completion of its path queued
+    # before it starts again: they arrive in one batch, and each must see the state the one
+    # before it left, or it would be rejected as stale.
+    iid = "batch-1"
+    commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
+    letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
+    stack = await asyncio.to_thread(start, router)
+    try:
+        await produce_all(router.kafka_bootstrap, router.requests_topic,
+                          [workload.start_record(iid)])
+        await async_wait_for(lambda: len(commands.distinct) >= 1, 60, what="the first command")
+        await asyncio.to_thread(stack.stop)
+        await produce_all(router.kafka_bootstrap, router.completions_topic,
+                          [workload.completion_record(iid, step, outcome)
+                           for step, outcome in workload.PATH])
+        stack = await asyncio.to_thread(start, router)
+        await async_wait_for(lambda: len(commands.distinct) >= len(workload.PATH) + 1, 60,
+                             what="a command per completion")
+        steps = [json.loads(s.value)["step"] for s in commands.seen]
+        assert steps == [step for step, _ in workload.PATH] + ["ship"]
+        ids = [json.loads(s.value)["command_id"] for s in commands.seen]
+        assert ids == [f"{iid}/{step}/1" for step in steps]
+        assert letters.count == 0
+    finally:
+        await asyncio.to_thread(stack.stop)
+        await commands.stop()
+        await letters.stop()
+
+
+async def test_an_output_too_large_for_the_broker_is_dropped_and_routing_goes_on(
+        router: Settings) -> None:
+    # A malformed completion of ~700 kB, all quotes: its dead letter escapes each one, so it
+    # is over the 1 MB a record may have. It must not stall the instance behind it.
+    stack = await asyncio.to_thread(start, router)
+    commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
+    letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
+    producer = AIOKafkaProducer(bootstrap_servers=router.kafka_bootstrap,
+                                max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        await producer.send_and_wait(router.completions_topic, b'"' * 700_000, key=b"big-1",
+                                     partition=0)
+        small = workload.completion_record("big-1", "receive", None)  # unknown instance
+        await producer.send_and_wait(router.completions_topic, small.value, key=small.key,
+                                     headers=small.headers, partition=0)
+        after = workload.start_record("after-big")
+        await producer.send_and_wait(router.requests_topic, after.value, key=after.key,
+                                     headers=after.headers, partition=0)
+        await async_wait_for(lambda: len(commands.distinct) >= 1, 60, what="the next command")
+        assert json.loads(commands.seen[0].value)["instance_id"] == "after-big"
+        await async_wait_for(lambda: letters.count >= 1, 30, what="the small dead letter")
+        reasons = [json.loads(s.value)["reason"] for s in letters.seen]
+        assert reasons == ["unknown_instance"]  # the big one's letter was dropped, not sent
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(
+                f"http://127.0.0.1:{router.router_web_port}/metrics")).text
+        assert _sample(metrics, "flowline_router_unsendable_total") >= 1
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(stack.stop)
+        await commands.stop()
+        await letters.stop()
+
+
+def _sample(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
