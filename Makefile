@@ -33,11 +33,12 @@ lint: $(VENV)/.installed
 test-unit: $(VENV)/.installed
 	$(PYTEST) tests/unit tests/contract -q
 
-# Every broker-backed suite, kill -9 durability and the bench smoke included, on the local broker.
+# The broker-backed suites on the local broker. kill -9 durability and the bench smoke pass on
+# Tansu too (session 2) but run in CI on Apache Kafka only, to keep CI under 20 minutes.
 # Not the two-router test: Tansu's group coordinator loops re-joining two members at generation
 # 1 and never assigns the second any partition (measured 2026-11-22); Apache Kafka runs it.
 test-tansu: $(VENV)/.installed
-	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e tests/bench -q \
+	FLOWLINE_BROKER=tansu $(PYTEST) tests/integration tests/e2e -q -m "not durability" \
 		-k "not postgres and not second_router"
 
 # Apache Kafka (KRaft) is the reference broker; test_brokers.py already covers both kinds.

@@ -161,8 +161,9 @@ async def test_http_step_retries_with_backoff_then_completes_with_the_response(
         assert call.body == {"serial": "SN-1", "limits": {"max": 5}, "note": "lot L7"}
     gaps = [b.at - a.at for a, b in zip(upstream.seen, upstream.seen[1:], strict=False)]
     # Retry n waits base * 2**n: 0.2 s, then 0.4 s (plus the runner's own latency).
+    # Lower bounds only: a loaded machine stretches a gap, never shortens it.
     assert gaps[0] >= 2 * BASE * 0.95 and gaps[1] >= 4 * BASE * 0.95, gaps
-    assert gaps[1] > gaps[0] and all(g < 2.0 for g in gaps), gaps
+    assert all(g < 10.0 for g in gaps), gaps  # seconds, not the 2^n s default
 
     job = await job_when(client, job_id, "succeeded")
     assert (job["attempts"], job["kind"], job["outcome"]) == (3, "http", "A")
