@@ -8,16 +8,12 @@ waits for both, and a CEL expression on the reported measurement picks the end.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from services.devstack import Stack
-from tests.e2e import test_remanufacturing as reman
 from tests.e2e.test_remanufacturing import at_step, finished, instance
-
-stack = reman.stack  # a stack of this module's own (module scope)
 
 CHILD = {
     "key": "overhaul", "name": "Overhaul", "steps": [
@@ -53,6 +49,8 @@ PARENT = {
         {"from": "gauge", "to": "small", "type": "condition",
          "condition": {"expression": "measurements.bore_mm < 12.0"}}]}
 
+pytestmark = pytest.mark.usefixtures("installed")
+
 
 @pytest.fixture(scope="module")
 def installed(stack: Stack) -> None:
@@ -63,13 +61,6 @@ def installed(stack: Stack) -> None:
             assert created.status_code == 201, created.text
             approved = api.post(f"/v1/processes/{graph['key']}/approve")
             assert approved.status_code == 200, approved.text
-
-
-@pytest.fixture()
-def api(stack: Stack, installed: None) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.gateway_port}",
-                      timeout=10) as client:
-        yield client
 
 
 def complete(api: httpx.Client, iid: str, step: str, **body: object) -> None:

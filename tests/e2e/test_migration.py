@@ -4,26 +4,13 @@ router's `migrate` control, the tasks read model and inbox following along."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from services.definitions.templates import load_template
-from services.devstack import Stack
 from tests.conftest import wait_for
-from tests.e2e import test_remanufacturing as reman
 from tests.e2e.test_remanufacturing import PROCESS, advance, at_step, instance, start
-
-stack = reman.stack  # a stack of this module's own (module scope)
-
-
-@pytest.fixture()
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.gateway_port}",
-                      timeout=10) as client:
-        yield client
 
 
 def version_two() -> dict[str, Any]:

@@ -10,19 +10,18 @@ runs through the pure core; `manufacturing-analysis` runs with its worker handle
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from services.devstack import Stack
-from tests.e2e import test_remanufacturing as reman
 from tests.e2e.test_remanufacturing import at_step, finished
 from tests.unit.test_definitions_templates import RUNS
 
-stack = reman.stack  # a stack of this module's own (module scope)
 CASES = [(name, path, terminal) for name, runs in RUNS.items() for path, terminal in runs]
+
+pytestmark = pytest.mark.usefixtures("installed")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +33,6 @@ def installed(stack: Stack) -> set[str]:
             approved = api.post(f"/v1/processes/{name}/approve")
             assert approved.status_code == 200, approved.text
     return set(RUNS)
-
-
-@pytest.fixture()
-def api(stack: Stack, installed: set[str]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.gateway_port}",
-                      timeout=10) as client:
-        yield client
 
 
 @pytest.mark.parametrize(("name", "path", "terminal"), CASES,

@@ -9,14 +9,12 @@ import httpx
 import pytest
 
 from services.devstack import Stack
-from tests.e2e import test_remanufacturing as reman
 from tests.e2e.test_remanufacturing import PROCESS, at_step, instance
-
-stack = reman.stack  # a stack of this module's own (module scope)
 
 
 @pytest.fixture()
 def api(stack: Stack) -> Iterator[httpx.Client]:
+    """A longer timeout than conftest's: a batch answer waits for the read model."""
     with httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.gateway_port}",
                       timeout=60) as client:
         yield client

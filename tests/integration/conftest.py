@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from services.common.kafka import EventProducer, create_topics
+from services.common.brokers import ensure_topics
+from services.common.kafka import EventProducer, create_topics, topic_table
 from services.common.settings import Settings
 
 # --- definitions service --------------------------------------------------------------------
@@ -32,7 +33,15 @@ def api(live: Settings) -> Iterator[httpx.Client]:
         yield client
 
 
-# --- tasks service (each module provides `topics` and `tasks_url`) --------------------------
+# --- tasks service (each module provides `tasks_url`, and may override `topics`) -------------
+
+
+@pytest.fixture()
+async def topics(settings: Settings, database_url: str | None) -> Settings:
+    """The session broker's topics for `settings`, on SQLite and on PostgreSQL."""
+    settings = settings.model_copy(update={"database_url": database_url})
+    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
+    return settings
 
 
 @pytest.fixture()

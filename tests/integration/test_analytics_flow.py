@@ -16,7 +16,7 @@ from schemas.messages import InstanceEvent, ProcessRef
 from schemas.topics import instance_event_type
 from services.common.kafka import EventProducer
 from tests.conftest import async_wait_for
-from tests.integration.test_tasks_service import tasks_url, topics  # noqa: F401  (fixtures)
+from tests.integration.test_tasks_service import tasks_url  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)

@@ -12,7 +12,6 @@ from tests.integration.test_tasks_service import (  # noqa: F401  (fixtures)
     command,
     send_command,
     tasks_url,
-    topics,
     wait_tasks,
 )
 

@@ -19,9 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from schemas.topics import COMPLETED_V1, HOLD_V1
-from services.common.brokers import ensure_topics
 from services.common.envelopes import Decoded, decode
-from services.common.kafka import EventProducer, topic_table
+from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.config import AutomationSettings
@@ -80,13 +79,6 @@ def upstream() -> Iterator[Upstream]:
     with serve(server.app()) as url:
         server.url = url
         yield server
-
-
-@pytest.fixture()
-async def topics(settings: Settings, database_url: str | None) -> Settings:
-    settings = settings.model_copy(update={"database_url": database_url})
-    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
-    return settings
 
 
 @pytest.fixture()

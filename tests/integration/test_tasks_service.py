@@ -17,22 +17,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from schemas.messages import InstanceEvent, ProcessRef, StepCommand, Subject
 from schemas.topics import COMMAND_V1, COMPLETED_V1, DEAD_LETTER_V1, instance_event_type
-from services.common.brokers import ensure_topics
 from services.common.envelopes import decode
-from services.common.kafka import EventProducer, topic_table
+from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from tests.conftest import async_wait_for
 from tests.conftest import serve_app as serve
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-async def topics(settings: Settings, database_url: str | None) -> Settings:
-    settings = settings.model_copy(update={"database_url": database_url})
-    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
-    return settings
 
 
 @pytest.fixture()

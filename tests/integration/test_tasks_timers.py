@@ -14,9 +14,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.common.brokers import ensure_topics
 from services.common.envelopes import Decoded, decode
-from services.common.kafka import EventProducer, topic_table
+from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.config import AutomationSettings
@@ -26,13 +25,6 @@ from tests.integration.test_tasks_service import command, new_instance, send_com
 pytestmark = pytest.mark.integration
 
 AUTOMATION = AutomationSettings(scheduler_interval=0.1)
-
-
-@pytest.fixture()
-async def topics(settings: Settings, database_url: str | None) -> Settings:
-    settings = settings.model_copy(update={"database_url": database_url})
-    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
-    return settings
 
 
 @pytest.fixture()

@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from schemas.topics import COMPLETED_V1, HOLD_V1
-from services.common.brokers import ensure_topics
-from services.common.kafka import EventProducer, topic_table
+from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.config import AutomationSettings
@@ -38,13 +37,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 AUTOMATION = AutomationSettings(scheduler_interval=0.1, backoff_base=0.05)
-
-
-@pytest.fixture()
-async def topics(settings: Settings, database_url: str | None) -> Settings:
-    settings = settings.model_copy(update={"database_url": database_url})
-    await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
-    return settings
 
 
 @pytest.fixture()
