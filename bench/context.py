@@ -21,11 +21,14 @@ class Sizes:
     memory_instances: int
     inbox_instances: int = 500  # inbox: instances, one completion each per round
     inbox_rate: float = 200  # inbox: completions per second, paced (Kafka, then the gateway)
+    fold_instances: int = 5000  # fold: instances walked through the path in SQL, no broker
+    fold_batch: int = 170  # fold: completions per transaction (~500 records, one fetch)
     partitions: int = 12
 
 
 QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
-              recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100)
+              recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100,
+              fold_instances=300)
 FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=6, latency_rate=1000,
              recovery_reps=3, recovery_rate=50, memory_instances=100_000, inbox_instances=1000)
 

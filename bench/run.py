@@ -27,7 +27,7 @@ from bench import report
 from bench.brokers import broker_data_dir, broker_pid, broker_version, make_broker
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
-from bench.scenarios import inbox, latency, memory, raw, recovery, scaling, throughput
+from bench.scenarios import fold, inbox, latency, memory, raw, recovery, scaling, throughput
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "recovery": recovery.run,
     "memory": memory.run,
     "inbox": inbox.run,
+    "fold": fold.run,
     "scaling": scaling.run,
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -58,14 +59,31 @@ class EventProducer:
         wait: bool = True,
     ) -> str:
         """Send one event keyed by `key`; returns its CloudEvent id (the idempotency key)."""
+        event_id, delivered = await self.submit(topic, key, ce_type, data, event_id=event_id,
+                                                time=time)
+        if wait:
+            await delivered
+        return event_id
+
+    async def submit(
+        self,
+        topic: str,
+        key: str,
+        ce_type: str,
+        data: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> tuple[str, asyncio.Future[Any]]:
+        """Queue one event (in call order, per partition); returns its CloudEvent id and the
+        future of the broker's ack, so a caller can queue many and then await them."""
         headers, value = encode(
             ce_type, data, service=self.service, event_id=event_id, subject=key, time=time
         )
         event_id = dict(headers)["ce_id"].decode()
-        future = await self._producer.send(topic, value=value, key=key.encode(), headers=headers)
-        if wait:
-            await future
-        return event_id
+        delivered = await self._producer.send(topic, value=value, key=key.encode(),
+                                              headers=headers)
+        return event_id, delivered
 
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]

@@ -33,11 +33,9 @@ from services.tasks.actions import (
 from services.tasks.config import AutomationSettings
 from services.tasks.models import (
     ACTIVE,
-    CANCELLED,
     COMPLETED,
     FAILED,
     FIRED,
-    LIVE_JOB,
     PENDING,
     QUEUED,
     Instance,
@@ -71,19 +69,21 @@ async def enqueue(session: AsyncSession, topic_suffix: str, ce_type: str, key: s
 # --- from step commands ---------------------------------------------------------------------
 
 
-async def schedule(session: AsyncSession, cmd: StepCommand, task: Task,
-                   settings: AutomationSettings, now: datetime) -> None:
-    """The timer or job behind a new machine-run task (`task.executor` is set)."""
+async def schedule(session: AsyncSession, cmd: StepCommand, task: Any,
+                   settings: AutomationSettings, now: datetime) -> Timer | Job | None:
+    """The timer or job behind a new machine-run task (`task.executor` is set; a `Task` or a
+    task row), for the caller to add; a command the automation cannot run marks the task's
+    incident and holds the instance instead."""
     if task.executor == TIMER:
         try:
             wake = wake_at(cmd)
         except ValueError as exc:
-            await raise_incident(session, task.task_id, task.instance_id, task.step, str(exc),
-                                 now, event_id=f"hold:{task.task_id}/timer")
-            return
-        session.add(Timer(timer_id=task.task_id, instance_id=task.instance_id, step=task.step,
-                          visit=task.visit, wake_at=wake, status=PENDING, created_at=now))
-        return
+            task.incident, task.incident_at = str(exc)[:4000], now
+            await hold(session, task.instance_id, task.step, str(exc), now,
+                       event_id=f"hold:{task.task_id}/timer")
+            return None
+        return Timer(timer_id=task.task_id, instance_id=task.instance_id, step=task.step,
+                     visit=task.visit, wake_at=wake, status=PENDING, created_at=now)
     error: str | None = None
     try:
         action = parse_action(cmd.action)
@@ -98,29 +98,12 @@ async def schedule(session: AsyncSession, cmd: StepCommand, task: Task,
         max_attempts=(action.max_attempts if action else None) or default_attempts,
         available_at=task.created_at, created_at=now,
     )
-    session.add(job)
     if error is not None:
         job.status, job.error, job.finished_at = FAILED, error, now
-        await raise_incident(session, task.task_id, task.instance_id, task.step, error, now,
-                             event_id=f"hold:{task.task_id}/invalid")
-
-
-async def retire(session: AsyncSession, instance_id: str, at: datetime, step: str | None = None,
-                 below_visit: int | None = None, up_to_visit: int | None = None) -> None:
-    """The step (or the whole instance) is over: its pending timers and live jobs are too."""
-    for table, live in ((Timer, (PENDING,)), (Job, LIVE_JOB)):
-        where = [table.instance_id == instance_id, table.status.in_(live)]
-        if step is not None:
-            where.append(table.step == step)
-        if below_visit is not None:
-            where.append(table.visit < below_visit)
-        if up_to_visit is not None:
-            where.append(table.visit <= up_to_visit)
-        values: dict[str, Any] = {"status": CANCELLED}
-        if table is Job:
-            values.update(lease_token=None, lease_expires_at=None, finished_at=at)
-        await session.execute(update(table).where(*where).values(**values)
-                              .execution_options(synchronize_session=False))
+        task.incident, task.incident_at = error[:4000], now
+        await hold(session, task.instance_id, task.step, error, now,
+                   event_id=f"hold:{task.task_id}/invalid")
+    return job
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -153,9 +136,15 @@ async def raise_incident(session: AsyncSession, task_id: str, instance_id: str, 
         .values(incident=error[:4000], incident_at=at)
         .execution_options(synchronize_session=False)
     )
-    hold = ControlInstance(instance_id=instance_id, action=InstanceAction.HOLD,
-                           reason=f"step {step} failed: {error}"[:2000], operator=OPERATOR)
-    await enqueue(session, INSTANCE_REQUESTS.suffix, HOLD_V1, instance_id, hold.dump(),
+    await hold(session, instance_id, step, error, at, event_id)
+
+
+async def hold(session: AsyncSession, instance_id: str, step: str, error: str, at: datetime,
+               event_id: str) -> None:
+    """Owe the router a hold of the instance because its step `step` failed with `error`."""
+    request = ControlInstance(instance_id=instance_id, action=InstanceAction.HOLD,
+                              reason=f"step {step} failed: {error}"[:2000], operator=OPERATOR)
+    await enqueue(session, INSTANCE_REQUESTS.suffix, HOLD_V1, instance_id, request.dump(),
                   event_id, at)
 
 

@@ -62,9 +62,10 @@ class BatchConsumer:
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
                  producer: EventProducer, handlers: dict[str, Handler], group_id: str,
-                 name: str = "tasks") -> None:
+                 name: str = "tasks", on_commit: Callable[[], None] = lambda: None) -> None:
         self.settings, self.sessions, self.producer = settings, sessions, producer
         self.handlers, self.group_id, self.name = handlers, group_id, name
+        self.on_commit = on_commit  # rows were written: e.g. wake the outbox publishers
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -135,6 +136,7 @@ class BatchConsumer:
                 raise
             # One bad record must not sink its batch: apply them one by one to find it.
             rejects += await self._one_by_one(valid, now)
+        self.on_commit()
         for record, why in rejects:
             await self._dead_letter(record, why)
         for topic, items in valid.items():

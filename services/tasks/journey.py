@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import InstanceEvent, InstanceEventKind
 from services.tasks import inbox
-from services.tasks.models import Instance, Task, Visit
+from services.tasks.rows import INSTANCES, VISITS, BatchRows, Row
 from services.tasks.timeutil import parse_time
 
 K = InstanceEventKind
@@ -28,21 +27,26 @@ DEFAULT_STATUS = {K.STARTED: "running", K.HELD: "on_hold", K.RESUMED: "running",
 async def apply_events(session: AsyncSession, events: Sequence[InstanceEvent],
                        now: datetime) -> None:
     """Fold events, in order, into the read model (and retire inbox tasks they make dead)."""
+    events = [ev for ev in events if ev.kind != K.REJECTED]
+    if not events:
+        return  # `rejected` events change nothing: the instance stayed where it was
+    rows = await BatchRows.of(session, {ev.instance_id for ev in events},
+                              {(ev.instance_id, ev.step) for ev in events
+                               if ev.kind == K.STEP_ENTERED and ev.step})
     for event in events:
-        await apply_event(session, event, now)
+        apply_event(rows, event, now)
+    await rows.flush()
 
 
-async def apply_event(session: AsyncSession, ev: InstanceEvent, now: datetime) -> None:
-    """Fold one event. `rejected` events change nothing: the instance stayed where it was."""
-    if ev.kind == K.REJECTED:
-        return
+def apply_event(rows: BatchRows, ev: InstanceEvent, now: datetime) -> None:
+    """Fold one event into the rows of its batch."""
     at = parse_time(ev.at) or now
-    row = await session.get(Instance, ev.instance_id)
+    row = rows.instances.get(ev.instance_id)
     if row is None:
         # Later events can reach us before `started` only on a partial replay; keep them.
-        row = Instance(instance_id=ev.instance_id, tenant=ev.tenant, status="running",
-                       active_steps=[], visits={}, updated_at=at)
-        session.add(row)
+        row = Row.new(INSTANCES, instance_id=ev.instance_id, tenant=ev.tenant,
+                      status="running", active_steps=[], visits={}, updated_at=at)
+        rows.add(row)
     if ev.kind == K.STARTED and row.started_at is None:
         row.started_at = at
         row.status = ev.status or "running"
@@ -60,31 +64,32 @@ async def apply_event(session: AsyncSession, ev: InstanceEvent, now: datetime) -
     row.updated_at = max(row.updated_at, at)
 
     if ev.kind == K.STEP_ENTERED and ev.step:
-        await _enter(session, row, ev, at)
+        _enter(rows, row, ev, at)
     elif ev.kind == K.STEP_COMPLETED and ev.step:
-        await _complete(session, row, ev, at)
+        _complete(rows, row, ev, at)
     elif ev.kind == K.MIGRATED and ev.active_steps is not None:
-        await _migrated(session, row, ev.active_steps, at)
+        _migrated(rows, row, ev.active_steps, at)
     elif ev.kind in (K.COMPLETED, K.CANCELLED):
         if ev.terminal_status:
             row.terminal_status = ev.terminal_status
-        await _close_open_visits(session, row.instance_id, at)
+        for visit in rows.visits_of(row.instance_id):
+            if visit.exited_at is None:
+                visit.exited_at = at
         row.active_steps = []
-        await inbox.retire_instance(session, row.instance_id, at)
+        inbox.retire_instance(rows, row.instance_id, at)
 
 
-async def _migrated(session: AsyncSession, row: Instance, active: list[str],
-                    at: datetime) -> None:
+def _migrated(rows: BatchRows, row: Row, active: list[str], at: datetime) -> None:
     """A new version: open visits and inbox tasks of steps it no longer waits on are over."""
     row.active_steps = list(active)
-    await session.execute(
-        update(Visit).where(Visit.instance_id == row.instance_id, Visit.exited_at.is_(None),
-                            Visit.step.not_in(active)).values(exited_at=at, outcome="migrated"))
-    await inbox.cancel_active(session, at, "migrated", Task.instance_id == row.instance_id,
-                              Task.step.not_in(active), outcome="migrated")
+    for visit in rows.visits_of(row.instance_id):
+        if visit.exited_at is None and visit.step not in active:
+            visit.exited_at, visit.outcome = at, "migrated"
+    rows.cancel_active(row.instance_id, at, "migrated", lambda t: t.step not in active,
+                       outcome="migrated")
 
 
-async def _enter(session: AsyncSession, row: Instance, ev: InstanceEvent, at: datetime) -> None:
+def _enter(rows: BatchRows, row: Row, ev: InstanceEvent, at: datetime) -> None:
     assert ev.step is not None
     if ev.visit is not None:
         visit_no = ev.visit
@@ -94,46 +99,26 @@ async def _enter(session: AsyncSession, row: Instance, ev: InstanceEvent, at: da
         visit_no = row.visits.get(ev.step, 0) + 1
     if ev.visits is None:
         row.visits = {**row.visits, ev.step: max(row.visits.get(ev.step, 0), visit_no)}
-    if await _visit(session, row.instance_id, ev.step, visit_no) is not None:
+    if rows.visit(row.instance_id, ev.step, visit_no) is not None:
         return  # redelivered
-    first = await session.scalar(
-        select(Visit.id).where(Visit.instance_id == row.instance_id).limit(1)
-    )
+    first = not rows.has_visits(row.instance_id)
     # The router enters the start step first; routers that say the step type are believed.
     step_type = ev.step_type
-    marker = step_type in PASS_THROUGH or (step_type is None and first is None)
-    session.add(Visit(instance_id=row.instance_id, step=ev.step, visit=visit_no,
-                      reason=ev.reason, entered_at=at, exited_at=at if marker else None))
-    await session.flush()
+    marker = step_type in PASS_THROUGH or (step_type is None and first)
+    rows.add(Row.new(VISITS, instance_id=row.instance_id, step=ev.step, visit=visit_no,
+                     reason=ev.reason, entered_at=at, exited_at=at if marker else None,
+                     outcome=None, operator=None, measurements=None))
     if not marker and ev.step not in row.active_steps:
         row.active_steps = [*row.active_steps, ev.step]
 
 
-async def _complete(session: AsyncSession, row: Instance, ev: InstanceEvent,
-                    at: datetime) -> None:
+def _complete(rows: BatchRows, row: Row, ev: InstanceEvent, at: datetime) -> None:
     assert ev.step is not None
-    query = select(Visit).where(Visit.instance_id == row.instance_id, Visit.step == ev.step)
-    if ev.visit is not None:
-        query = query.where(Visit.visit == ev.visit)
-    visit = await session.scalar(query.order_by(Visit.visit.desc()).limit(1))
+    visits = [v for v in rows.visits_of(row.instance_id) if v.step == ev.step
+              and (ev.visit is None or v.visit == ev.visit)]
+    visit = max(visits, key=lambda v: v.visit, default=None)
     if visit is not None and visit.exited_at is None:
         visit.exited_at, visit.outcome, visit.operator = at, ev.outcome, ev.operator
         visit.measurements = dict(ev.measurements) if ev.measurements else None
     row.active_steps = [s for s in row.active_steps if s != ev.step]
-    await inbox.retire_step(session, row.instance_id, ev.step, ev.visit, at, ev.outcome,
-                            ev.operator)
-
-
-async def _visit(session: AsyncSession, instance_id: str, step: str, visit: int) -> Visit | None:
-    return await session.scalar(
-        select(Visit).where(Visit.instance_id == instance_id, Visit.step == step,
-                            Visit.visit == visit)
-    )
-
-
-async def _close_open_visits(session: AsyncSession, instance_id: str, at: datetime) -> None:
-    open_visits = await session.scalars(
-        select(Visit).where(Visit.instance_id == instance_id, Visit.exited_at.is_(None))
-    )
-    for visit in open_visits:
-        visit.exited_at = at
+    inbox.retire_step(rows, row.instance_id, ev.step, ev.visit, at, ev.outcome, ev.operator)

@@ -39,13 +39,29 @@ ONCE = frozenset({TaskEventKind.CREATED, TaskEventKind.COMPLETED, TaskEventKind.
                   TaskEventKind.CANCELLED})
 
 
+def event_id(task_id: str, kind: TaskEventKind, seen: int) -> str:
+    """The event id of `task_id`'s `kind` change, after `seen` earlier events of that kind."""
+    return f"{task_id}/{kind.value}" if kind in ONCE else f"{task_id}/{kind.value}/{seen + 1}"
+
+
+def task_event_values(task: Any, kind: TaskEventKind, at: datetime, event_id: str,
+                      operator: str | None = None, outcome: str | None = None) -> dict[str, Any]:
+    """The `task_outbox` row announcing `kind` for `task` (a `Task` or a task row) as it is."""
+    event = TaskEvent(kind=kind, task_id=task.task_id, instance_id=task.instance_id,
+                      tenant=task.tenant, step=task.step, visit=task.visit, role=task.role,
+                      operator=operator, outcome=outcome, at=iso(at) or "")
+    return {"task_id": task.task_id, "kind": kind.value, "event_id": event_id,
+            "key": task.instance_id, "payload": event.dump(), "created_at": at}
+
+
 async def record(session: AsyncSession, task: Task, kind: TaskEventKind, at: datetime, *,
                  operator: str | None = None, outcome: str | None = None) -> str | None:
     """Add the outbox row announcing `kind` for `task` (as it is now); returns its event id,
-    or None when that event is already in the outbox."""
+    or None when that event is already in the outbox. (The consumer's folds do the same
+    from the rows they read per batch: `BatchRows.announce`.)"""
     if kind in ONCE:
-        event_id = f"{task.task_id}/{kind.value}"
-        if await session.scalar(select(TaskOutbox.id).where(TaskOutbox.event_id == event_id)
+        new_id = event_id(task.task_id, kind, 0)
+        if await session.scalar(select(TaskOutbox.id).where(TaskOutbox.event_id == new_id)
                                 .limit(1)) is not None:
             return None
     else:
@@ -53,13 +69,9 @@ async def record(session: AsyncSession, task: Task, kind: TaskEventKind, at: dat
             select(func.count()).select_from(TaskOutbox)
             .where(TaskOutbox.task_id == task.task_id, TaskOutbox.kind == kind.value)
         )
-        event_id = f"{task.task_id}/{kind.value}/{int(seen or 0) + 1}"
-    event = TaskEvent(kind=kind, task_id=task.task_id, instance_id=task.instance_id,
-                      tenant=task.tenant, step=task.step, visit=task.visit, role=task.role,
-                      operator=operator, outcome=outcome, at=iso(at) or "")
-    session.add(TaskOutbox(task_id=task.task_id, kind=kind.value, event_id=event_id,
-                           key=task.instance_id, payload=event.dump(), created_at=at))
-    return event_id
+        new_id = event_id(task.task_id, kind, int(seen or 0))
+    session.add(TaskOutbox(**task_event_values(task, kind, at, new_id, operator, outcome)))
+    return new_id
 
 
 # Where a row goes: (topic, CloudEvents type).
@@ -121,11 +133,23 @@ class OutboxPublisher:
                                             .order_by(table.id).limit(self.batch)))
             sent: list[int] = []
             try:
+                # Every row is queued first (in order: the producer keeps each partition's
+                # order and batches them), then the acks are taken in order, so `sent` is a
+                # prefix of `rows` and a failure leaves the rest for the next pass.
+                acks = []
                 for row in rows:
                     topic, ce_type = self.route(row)
                     try:
-                        await self.producer.send(topic, row.key, ce_type, row.payload,
-                                                 event_id=row.event_id, time=row.created_at)
+                        _, ack = await self.producer.submit(
+                            topic, row.key, ce_type, row.payload, event_id=row.event_id,
+                            time=row.created_at)
+                    except Exception as exc:
+                        await self._record_failure(row.id, exc)
+                        raise
+                    acks.append(ack)
+                for row, ack in zip(rows, acks, strict=False):
+                    try:
+                        await ack
                     except Exception as exc:
                         await self._record_failure(row.id, exc)
                         raise

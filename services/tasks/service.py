@@ -80,7 +80,8 @@ class TasksService:
         self.producer = EventProducer(settings, SERVICE)
         self.consumer = BatchConsumer(settings, self.sessions, self.producer,
                                       handlers(settings, self.automation),
-                                      consumer_group(settings), SERVICE)
+                                      consumer_group(settings), SERVICE,
+                                      on_commit=self.kick)
         self.publisher = OutboxPublisher(self.sessions, self.producer,
                                          settings.task_events_topic, self.clock)
         self.sweeper = SlaSweeper(self.sessions, self.clock, settings.sla_sweep_interval,

@@ -1,0 +1,169 @@
+"""The tasks service's batch fold against a real database (SQLite and PostgreSQL), no broker.
+
+One consumer batch is one transaction in which `inbox.apply_commands` and then
+`journey.apply_events` fold their records into rows read once per batch
+(`services.tasks.rows`). These tests put the interactions that used to be separate
+transactions into one batch, and check that redelivery, replays and reorderings still land
+where record-at-a-time folding did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from schemas.messages import InstanceEvent, InstanceEventKind, ProcessRef, StepCommand
+from services.common import migrate
+from services.common.db import make_engine, make_sessionmaker
+from services.tasks import inbox, journey
+from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
+
+K = InstanceEventKind
+P = ProcessRef(key="reman", version=1)
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def command(iid: str, step: str, visit: int = 1, step_type: str = "task",
+            **extra: Any) -> StepCommand:
+    return StepCommand(command_id=f"{iid}/{step}/{visit}", instance_id=iid, tenant="default",
+                       process=P, step=step, step_type=step_type, visit=visit,
+                       visits={step: visit}, role="technician", reason="started",
+                       entered_at=at(visit), due_at=at(60), **extra)
+
+
+def entered(iid: str, step: str, visit: int = 1, minute: int = 0) -> InstanceEvent:
+    return InstanceEvent(kind=K.STEP_ENTERED, instance_id=iid, process=P, at=at(minute),
+                         step=step, step_type="task", visit=visit)
+
+
+def completed(iid: str, step: str, visit: int = 1, minute: int = 5,
+              outcome: str = "pass") -> InstanceEvent:
+    return InstanceEvent(kind=K.STEP_COMPLETED, instance_id=iid, process=P, at=at(minute),
+                         step=step, visit=visit, outcome=outcome, operator="op-7")
+
+
+@pytest.fixture()
+async def sessions(database_url: str | None,
+                   tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def fold(sessions: async_sessionmaker[AsyncSession], commands: Sequence[StepCommand] = (),
+               events: Sequence[InstanceEvent] = ()) -> int:
+    """One consumer batch: commands first, then events, in one transaction."""
+    async with sessions() as session, session.begin():
+        created = await inbox.apply_commands(session, commands, T0)
+        await journey.apply_events(session, events, T0)
+    return created
+
+
+async def tasks_of(sessions: async_sessionmaker[AsyncSession], iid: str) -> dict[str, Task]:
+    async with sessions() as s:
+        return {t.task_id: t for t in await s.scalars(select(Task)
+                                                      .where(Task.instance_id == iid))}
+
+
+async def announced(sessions: async_sessionmaker[AsyncSession], iid: str) -> list[str]:
+    async with sessions() as s:
+        return sorted(await s.scalars(select(TaskOutbox.event_id)
+                                      .where(TaskOutbox.key == iid)))
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
+    async with sessions() as s:
+        return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_created_and_retired_in_one_batch_and_the_batch_again_changes_nothing(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    batch = ([command("i1", "clean")],
+             [entered("i1", "clean"), completed("i1", "clean")])
+    assert await fold(sessions, *batch) == 1
+    task = (await tasks_of(sessions, "i1"))["i1/clean/1"]
+    assert (task.status, task.outcome, task.assignee) == ("completed", "pass", "op-7")
+    assert await announced(sessions, "i1") == ["i1/clean/1/completed", "i1/clean/1/created"]
+    rows = [await count(sessions, m) for m in (Task, Visit, Instance, TaskOutbox)]
+
+    assert await fold(sessions, *batch) == 0  # redelivered after a crash before the commit
+    assert [await count(sessions, m) for m in (Task, Visit, Instance, TaskOutbox)] == rows
+    async with sessions() as s:
+        visit = await s.scalar(select(Visit).where(Visit.instance_id == "i1"))
+    assert visit is not None and (visit.outcome, visit.operator) == ("pass", "op-7")
+
+
+async def test_a_command_after_its_completion_lands_completed_and_unannounced(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await fold(sessions, events=[entered("i2", "inspect")])
+    await fold(sessions, events=[completed("i2", "inspect", outcome="fail")])
+    assert await fold(sessions, [command("i2", "inspect")]) == 0  # a replay's late command
+    task = (await tasks_of(sessions, "i2"))["i2/inspect/1"]
+    assert (task.status, task.outcome, task.assignee) == ("completed", "fail", "op-7")
+    assert await announced(sessions, "i2") == []
+
+
+async def test_a_newer_visit_supersedes_the_older_in_the_same_batch_and_not_the_reverse(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await fold(sessions, [command("i3", "rework", 1), command("i3", "rework", 2)])
+    tasks = await tasks_of(sessions, "i3")
+    assert tasks["i3/rework/1"].status == "cancelled"
+    assert tasks["i3/rework/2"].status == "open"
+    # Visit 1's command again, late: it lands retired, announcing nothing new.
+    before = await announced(sessions, "i3")
+    await fold(sessions, [command("i3", "rework", 1)])
+    assert await announced(sessions, "i3") == before
+    assert "i3/rework/1/cancelled" in before
+
+
+async def test_an_ended_instance_retires_its_tasks_timers_and_jobs(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await fold(sessions, [
+        command("i4", "soak", step_type="timer", timer="PT1H", wake_at=at(61)),
+        command("i4", "notify", step_type="automated",
+                action={"type": "webhook", "url": "http://127.0.0.1:9/hook"}),
+        command("i4", "review")])
+    async with sessions() as s:
+        assert (await s.get(Timer, "i4/soak/1")).status == "pending"  # type: ignore[union-attr]
+        assert (await s.get(Job, "i4/notify/1")).status == "queued"  # type: ignore[union-attr]
+    cancel = InstanceEvent(kind=K.CANCELLED, instance_id="i4", process=P, at=at(9),
+                           reason="customer withdrew")
+    await fold(sessions, events=[cancel])
+    tasks = await tasks_of(sessions, "i4")
+    assert {t.status for t in tasks.values()} == {"cancelled"}
+    async with sessions() as s:
+        assert (await s.get(Timer, "i4/soak/1")).status == "cancelled"  # type: ignore[union-attr]
+        job = await s.get(Job, "i4/notify/1")
+        assert job is not None and job.status == "cancelled" and job.finished_at is not None
+        instance = await s.get(Instance, "i4")
+        assert instance is not None and instance.status == "cancelled"
+    assert {e.rsplit("/", 1)[1] for e in await announced(sessions, "i4")} == {
+        "created", "cancelled"}
+
+
+async def test_many_instances_in_one_batch_each_get_their_own_rows(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    iids = [f"m{n}" for n in range(1200)]  # more than one IN-list chunk
+    await fold(sessions, [command(i, "receive") for i in iids],
+               [entered(i, "receive") for i in iids])
+    await fold(sessions, [command(i, "clean") for i in iids],
+               [e for i in iids for e in (completed(i, "receive"), entered(i, "clean", 1, 6))])
+    async with sessions() as s:
+        statuses = dict((await s.execute(
+            select(Task.status, func.count()).group_by(Task.status))).all())
+        open_visits = await s.scalar(select(func.count()).select_from(Visit)
+                                     .where(Visit.exited_at.is_(None)))
+    assert statuses == {"completed": 1200, "open": 1200}
+    assert open_visits == 1200
