@@ -49,6 +49,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_inbox", "status", "role"),
         Index("ix_tasks_instance_step", "instance_id", "step"),
+        Index("ix_tasks_instance_status", "instance_id", "status"),
     )
 
     task_id: Mapped[str] = mapped_column(String(400), primary_key=True)

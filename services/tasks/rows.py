@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.messages import TaskEventKind
@@ -185,13 +185,19 @@ class BatchRows:
             return
         self._pairs.update(pairs)
         for part in _chunks(pairs):
-            await self._add_tasks(await self._select(
-                TASKS, tuple_(TASKS.c.instance_id, TASKS.c.step).in_(part),
-                TASKS.c.status.not_in(ACTIVE), lock=True))
-            for visit in await self._select(VISITS,
-                                            tuple_(VISITS.c.instance_id, VISITS.c.step).in_(part),
+            # instance IN (...) AND step IN (...), then the pairs themselves: SQLite runs a
+            # tuple IN as a table scan.
+            wanted = set(part)
+            ids, steps = sorted({i for i, _ in part}), sorted({s for _, s in part})
+            tasks = await self._select(TASKS, TASKS.c.instance_id.in_(ids),
+                                       TASKS.c.step.in_(steps),
+                                       TASKS.c.status.not_in(ACTIVE), lock=True)
+            await self._add_tasks([t for t in tasks if (t.instance_id, t.step) in wanted])
+            for visit in await self._select(VISITS, VISITS.c.instance_id.in_(ids),
+                                            VISITS.c.step.in_(steps),
                                             VISITS.c.exited_at.is_not(None)):
-                self._visits[visit.instance_id].append(visit)
+                if (visit.instance_id, visit.step) in wanted:
+                    self._visits[visit.instance_id].append(visit)
 
     async def _add_tasks(self, tasks: list[Row]) -> None:
         """Index tasks just read, and the outbox events they already have."""
