@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     gateway_port: int = 8100
     router_web_port: int = 8103
     router_id: str | None = None  # default: "<topic_prefix>router", so prefixes never share
+    # Static group membership (Kafka's group.instance.id) for this router worker: unique per
+    # worker and stable across its restarts. A restarted worker gets its partitions back
+    # without a rebalance (bench: kill -9 → routing again 6.0 → 3.2-4.3 s on Apache Kafka).
+    # Off by default: Tansu 0.6 never completes a second static member's join.
+    router_instance_id: str | None = None
     log_level: str = "INFO"
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 

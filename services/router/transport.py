@@ -17,6 +17,10 @@
    trailing states of each changelog partition were lost at every restart on Tansu. Here an
    end offset is checked by fetching the batch that holds its last offset: on Apache Kafka
    that batch ends there; on Tansu it shows the records after it.
+
+4. Static membership, when `FLOWLINE_ROUTER_INSTANCE_ID` names this worker: a restarted worker
+   rejoins as the same member and keeps its partitions, without waiting for its old session
+   to expire and a rebalance (Apache Kafka; see `Settings.router_instance_id`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from services.common.settings import Settings
 from services.router.offsets import commit_point
 
 log = logging.getLogger(__name__)
@@ -41,12 +46,19 @@ def fetch_max_wait_ms() -> int:
     return int(os.environ.get("FLOWLINE_FETCH_MAX_WAIT_MS", "20"))
 
 
+def static_member_id() -> str | None:
+    """This worker's `group.instance.id` (`Settings.router_instance_id`), or None."""
+    return Settings().router_instance_id
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     _probe: AIOKafkaConsumer | None = None
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = fetch_max_wait_ms()  # read when the consumer starts
+        # Both are read when the consumer starts; faust has no setting for either.
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms()
+        consumer._group_instance_id = static_member_id()
         return consumer
 
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
