@@ -16,6 +16,19 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 INSTANCES = Gauge("flowline_router_instances", "Instances in this worker's table")
+TABLE_INSTANCES = Gauge(
+    "flowline_router_table_instances",
+    "Instances in this worker's table, per changelog partition (exact; sums to "
+    "flowline_router_instances)",
+    ["partition"],
+)
+CONSUMER_LAG = Gauge(
+    "flowline_router_consumer_lag",
+    "Records of an input partition this worker is assigned that are not yet committed: the "
+    "end offset (read from the log) minus the router's committed offset, or minus the start "
+    "of the log before its first commit; not its read position, which runs ahead of routing",
+    ["topic", "partition"],
+)
 DEFINITIONS = Gauge("flowline_router_definitions", "Process versions known to this worker")
 BATCH_SIZE = Histogram(
     "flowline_router_batch_size",
