@@ -75,7 +75,9 @@ class ControlInstance(_Msg):
     """Cancel, hold, resume or migrate a running instance.
 
     `migrate` moves it to `to_version` of its process (`schemas.migration` decides whether it
-    fits); `step_map` renames steps whose id changed between the versions.
+    fits); `step_map` renames steps whose id changed between the versions. `parent` is set by
+    the router on the cancel it sends a child when the parent ends: the child, whose own
+    `parent` it matches, then does not report its end back to the parent that already ended.
     """
 
     instance_id: str = Field(min_length=1)
@@ -84,6 +86,7 @@ class ControlInstance(_Msg):
     operator: str | None = None
     to_version: int | None = Field(default=None, ge=1)
     step_map: dict[str, str] | None = None
+    parent: ParentRef | None = None
 
 
 # --- flowline.step-completions --------------------------------------------------------------

@@ -38,6 +38,7 @@ from schemas.messages import (
     StepCompletion,
 )
 from schemas.topics import (
+    CANCEL_V1,
     COMMAND_V1,
     COMPLETED_V1,
     DEAD_LETTER_V1,
@@ -53,6 +54,7 @@ from services.common.settings import Settings
 from services.router import metrics, transport
 from services.router.batches import as_current, batches
 from services.router.definitions_view import DefinitionsView
+from services.router.lag import REFRESH_SECONDS, PartitionGauges
 from services.router.routing import Decision, Graph, InstanceState, decide, resolve_version
 from services.router.stall import StallHealer
 
@@ -99,15 +101,19 @@ class Batch:
     states: dict[str, tuple[EventT, InstanceState]] = field(default_factory=dict)
     # (topic kind, result, started) per record, booked once the batch is delivered
     results: list[tuple[str, str, float]] = field(default_factory=list)
+    # instances the table did not hold when the batch first read them
+    new: set[str] = field(default_factory=set)
 
 
 class Router:
     """Routes batches of input records (per partition, in order)."""
 
     def __init__(self, settings: Settings, app: faust.App, table: Any,
-                 view: DefinitionsView, busy: Callable[[], None] = lambda: None) -> None:
+                 view: DefinitionsView, busy: Callable[[], None] = lambda: None,
+                 added: Callable[[int], None] = lambda partition: None) -> None:
         self.settings = settings
         self.busy = busy
+        self.added = added  # told the partition of each instance stored for the first time
         self.app = app
         self.table = table
         self.view = view
@@ -132,6 +138,8 @@ class Router:
         for iid, (event, state) in batch.states.items():
             with as_current(event):  # the changelog partition is the record's own
                 self.table[iid] = stored_value(state)
+            if iid in batch.new:
+                self.added(event.message.partition)
         done = time.perf_counter()
         for kind, result, started in batch.results:
             metrics.EVENTS.labels(kind, result).inc()
@@ -215,7 +223,10 @@ class Router:
         if pending is not None:
             return pending[1]
         stored = self.table.get(iid)
-        return InstanceState.from_dict(stored) if stored else None
+        if not stored:
+            batch.new.add(iid)
+            return None
+        return InstanceState.from_dict(stored)
 
     async def _graph(self, message: BaseModel, state: InstanceState | None) -> Graph | None:
         if isinstance(message, StartInstance):
@@ -248,7 +259,8 @@ class Router:
             out.append(Out(s.instance_events_topic, ev.instance_id.encode(), value, headers))
         # Messages to the router's own inputs: a subprocess step starts its child (id
         # "start:<child>", so a replay starts it once), a child that ended completes its
-        # parent's step (id "<this event's id>/req/<n>", deterministic like the rest).
+        # parent's step and an ended parent cancels its children (id "<this event's
+        # id>/req/<n>", deterministic like the rest).
         for n, request in enumerate(getattr(decision, "requests", None) or ()):
             out.append(self._request(request, f"{ce.id}/req/{n}", ce.time))
         if decision.rejection:
@@ -257,14 +269,16 @@ class Router:
             metrics.REJECTIONS.labels(decision.rejection.reason.value).inc()
         return out
 
-    def _request(self, request: StartInstance | StepCompletion, event_id: str,
-                 at: datetime) -> Out:
+    def _request(self, request: StartInstance | StepCompletion | ControlInstance,
+                 event_id: str, at: datetime) -> Out:
         s = self.settings
         iid = request.instance_id
         if isinstance(request, StartInstance):
             topic, ce_type, event_id = s.requests_topic, START_V1, f"start:{iid}"
         elif isinstance(request, StepCompletion):
             topic, ce_type = s.completions_topic, COMPLETED_V1
+        elif isinstance(request, ControlInstance) and request.action == InstanceAction.CANCEL:
+            topic, ce_type = s.requests_topic, CANCEL_V1
         else:
             raise TypeError(f"the router cannot send a {type(request).__name__} to itself")
         headers, value = encode(ce_type, request.dump(), service=SERVICE,
@@ -355,19 +369,6 @@ def stored_value(state: InstanceState) -> dict[str, Any]:
     return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
-def instance_count(table: Any) -> int:
-    """About how many instances this worker holds: RocksDB's own estimate per partition.
-
-    `len(table)` would read every key of every partition database: fine for a test, not
-    every 5 seconds with a million instances.
-    """
-    store = table.data
-    if not hasattr(store, "_dbs_for_actives"):  # the memory store knows its size
-        return len(table)
-    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0
-               for db in store._dbs_for_actives())
-
-
 def _from_millis(ms: float) -> datetime:
     # faust gives the record timestamp in seconds (float); aiokafka in milliseconds.
     seconds = ms / 1000.0 if ms > 1e11 else ms
@@ -425,7 +426,11 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
     healer = StallHealer(app, {settings.requests_topic, settings.completions_topic},
                          settings.kafka_bootstrap)
-    router = Router(settings, app, table, view, busy=healer.saw_event)
+    gauges = PartitionGauges(app, table, {settings.requests_topic, settings.completions_topic})
+    router = Router(settings, app, table, view, busy=healer.saw_event, added=gauges.sizes.added)
+    # Both read end offsets through `transport.py`'s one probe consumer, which the consumer
+    # thread may run twice at once: it would be reassigned under one reader by the other.
+    reading_ends = asyncio.Lock()
     inputs = app.topic(settings.requests_topic, settings.completions_topic,
                        key_serializer="raw", value_serializer="raw")
 
@@ -439,11 +444,13 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
 
     @app.timer(interval=1.0)
     async def _heal_stalls() -> None:
-        await healer.check()
+        async with reading_ends:
+            await healer.check()
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=REFRESH_SECONDS)
     async def _gauges() -> None:
-        metrics.INSTANCES.set(instance_count(table))
+        async with reading_ends:
+            await gauges.refresh()
         metrics.DEFINITIONS.set(len(view))
 
     @app.page("/metrics")
@@ -455,6 +462,6 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
     @app.page("/healthz")
     async def _health(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "definitions": len(view),
-                         "instances": instance_count(table)})
+                         "instances": sum(gauges.sizes.counts().values())})
 
     return app

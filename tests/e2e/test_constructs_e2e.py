@@ -7,13 +7,15 @@ waits for both, and a CEL expression on the reported measurement picks the end.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
 import pytest
 
 from services.devstack import Stack
-from tests.e2e.test_remanufacturing import at_step, finished, instance
+from tests.conftest import wait_for
+from tests.e2e.test_remanufacturing import at_step, dead_letters, finished, instance
 
 CHILD = {
     "key": "overhaul", "name": "Overhaul", "steps": [
@@ -107,3 +109,56 @@ def test_a_scrapped_child_takes_the_parent_down_the_alternate_edge(api: httpx.Cl
     complete(api, child, "strip", visit=1, outcome="fail")
     assert finished(api, child)["terminal_status"] == "scrapped"
     assert finished(api, iid)["terminal_status"] == "scrapped"
+
+
+def test_cancelling_the_parent_cancels_the_child_it_waits_on(api: httpx.Client) -> None:
+    iid = f"R-{uuid.uuid4().hex[:6]}"
+    api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
+                                    "subject": {"type": "part", "id": iid}})
+    at_step(api, iid, "prep")
+    complete(api, iid, "prep", visit=1)
+    child = f"{iid}/overhaul/1"
+    at_step(api, child, "strip")  # the child waits on a technician's task
+    r = api.post(f"/v1/instances/{iid}/cancel",
+                 json={"reason": "order withdrawn", "operator": "e2e"})
+    assert r.status_code == 202, r.text
+    view = wait_for(lambda: (v := instance(api, child)) and v["status"] == "cancelled" and v,
+                    30, what=f"{child} cancelled")
+    assert view["terminal_status"] == "cancelled"
+    assert view["reason"] == f"parent {iid} cancelled"
+    assert view["active_steps"] == []
+    assert instance(api, iid)["status"] == "cancelled"
+    open_tasks = api.get("/v1/tasks", params={"instance_id": child, "status": "open"})
+    assert open_tasks.json()["items"] == []
+
+
+def test_a_child_that_ends_while_its_parent_is_held_moves_the_parent_on_resume(
+        api: httpx.Client, stack: Stack) -> None:
+    iid = f"R-{uuid.uuid4().hex[:6]}"
+    api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
+                                    "subject": {"type": "part", "id": iid}})
+    at_step(api, iid, "prep")
+    complete(api, iid, "prep", visit=1)
+    child = f"{iid}/overhaul/1"
+    at_step(api, child, "strip")
+    r = api.post(f"/v1/instances/{iid}/hold", json={"reason": "line stop", "operator": "e2e"})
+    assert r.status_code == 202, r.text
+    wait_for(lambda: (v := instance(api, iid)) and v["status"] == "on_hold", 30,
+             what=f"{iid} on hold")
+    complete(api, child, "strip", visit=1)
+    assert finished(api, child)["terminal_status"] == "completed"
+    # The child's end sent the parent its completion; a completion for a task step, sent
+    # after it on the same partition, is rejected, so its dead letter marks the point where
+    # the held parent has taken the child's completion in: it must not be dead-lettered.
+    complete(api, iid, "prep", visit=1, event_id=f"{iid}/marker")
+    letters = dead_letters(stack.settings, 1, iid)
+    assert [(d["key"], json.loads(d["value"])["step"], d["reason"]) for d in letters] == [
+        (iid, "prep", "instance_not_running")]
+    view = instance(api, iid)
+    assert view and (view["status"], view["active_steps"]) == ("on_hold", ["overhaul"])
+    r = api.post(f"/v1/instances/{iid}/resume", json={"operator": "e2e"})
+    assert r.status_code == 202, r.text
+    view = at_step(api, iid, "paint")
+    assert view["status"] == "running"
+    overhaul = [v for v in view["journey"] if v["step"] == "overhaul"]
+    assert [(v["visit"], v["outcome"]) for v in overhaul] == [(1, "completed")]

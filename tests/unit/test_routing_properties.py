@@ -8,8 +8,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.messages import StartInstance, StepCompletion, Subject
+from schemas.messages import (
+    ControlInstance,
+    InstanceAction,
+    StartInstance,
+    StepCompletion,
+    Subject,
+)
 from services.router.routing import decide
+from services.router.routing.commands import child_id
+from tests.unit.flows import DONE, SCRAPPED, START, World, process, qa, task
 from tests.unit.graphs import compiled
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -279,3 +287,78 @@ def test_failing_every_check_in_every_branch_still_ends(graph_and_blocks, which)
         state = decide(g, state, StepCompletion(instance_id="i", step=step, outcome=outcome),
                        f"e{n}", T0).state or state
     assert state is not None and state.status == "completed"
+
+
+# --- subprocess trees -------------------------------------------------------------------------
+
+
+@st.composite
+def process_trees(draw: Any) -> list[dict[str, Any]]:
+    """Processes `l0`..`l<depth-1>`: each runs 1-3 branches (in parallel when more than one),
+    each a task, a QA check whose fail scraps, or a subprocess running the next level whose
+    failure scraps too. A scrap in one branch ends the instance with the others still open."""
+    depth = draw(st.integers(1, 3))
+    graphs = []
+    for level in range(depth):
+        kinds = ["task", "qa", "sub"] if level < depth - 1 else ["task", "qa"]
+        branches = draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=3))
+        split = len(branches) > 1
+        steps: list[dict[str, Any]] = [START, DONE, SCRAPPED]
+        edges: list[Any] = []
+        if split:
+            steps += [{"id": "split", "type": "parallel"}, {"id": "join", "type": "join"}]
+            edges += [("start", "split"), ("join", "done")]
+        for n, kind in enumerate(branches):
+            b = f"b{n}"
+            runs = {"process": f"l{level + 1}"}
+            steps.append(task(b) if kind == "task" else qa(b) if kind == "qa" else
+                         {"id": b, "type": "subprocess", "subprocess": runs})
+            edges += [("split" if split else "start", b), (b, "join" if split else "done")]
+            if kind != "task":
+                edges.append((b, "scrapped", "alternate"))
+        graphs.append(process(f"l{level}", steps, edges))
+    return graphs
+
+
+def step_type(w: World, iid: str, step: str) -> str:
+    s = w.state(iid)
+    return w.graphs[s.process_key][s.version].steps[step].type.value
+
+
+def no_orphans(w: World) -> None:
+    """Every child a running instance waits on runs; every running child's parent waits on it."""
+    assert not [eid for eid, d in w.log if d.rejection], "no request lands on an ended instance"
+    for iid, s in w.states.items():
+        for step, visit in s.active.items():
+            if step_type(w, iid, step) == "subprocess":
+                assert w.state(child_id(iid, step, visit)).status == "running"
+        if s.parent and s.status == "running":
+            up = w.state(s.parent["instance_id"])
+            assert up.status == "running" and up.active.get(s.parent["step"]) == s.parent["visit"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(process_trees(), st.lists(st.integers(0, 50), max_size=30))
+def test_no_child_outlives_its_parent(graphs, choices):
+    """Random work and cancels anywhere in a tree of subprocesses; then cancel the root."""
+    w = World(*(compiled(g) for g in graphs))
+    w.start("l0")
+    for choice in choices:
+        live = sorted(iid for iid, s in w.states.items() if s.status == "running")
+        if not live:
+            break
+        work = [(iid, step) for iid in live for step in sorted(w.state(iid).active)
+                if step_type(w, iid, step) != "subprocess"]
+        if choice % 5 == 0 or not work:
+            w.feed(ControlInstance(instance_id=live[choice % len(live)],
+                                   action=InstanceAction.CANCEL))
+        else:
+            iid, step = work[choice % len(work)]
+            decision = step_type(w, iid, step) == "decision"
+            w.done(step, ("fail" if choice % 3 == 0 else "pass") if decision else None,
+                   instance=iid)
+        no_orphans(w)
+    if w.state("p1").status == "running":
+        w.feed(ControlInstance(instance_id="p1", action=InstanceAction.CANCEL))
+    no_orphans(w)
+    assert all(s.status != "running" for s in w.states.values())

@@ -1,4 +1,4 @@
-"""The messages a decision sends: step commands, and the requests that start and end children.
+"""The messages a decision sends: step commands, and requests that start, end or cancel children.
 
 Every id here is derived from the instance, step and visit, never made up, so a replay after a
 crash produces the same messages and their consumers dedupe them.
@@ -12,6 +12,8 @@ from datetime import datetime
 from schemas.durations import parse_duration
 from schemas.graph import Step
 from schemas.messages import (
+    ControlInstance,
+    InstanceAction,
     ParentRef,
     ProcessRef,
     StartInstance,
@@ -104,3 +106,14 @@ def parent_completion(parent: ParentRef, child: str, outcome: str) -> StepComple
     """Complete the parent's subprocess step: the outcome is how the child ended."""
     return StepCompletion(instance_id=parent.instance_id, step=parent.step, visit=parent.visit,
                           outcome=outcome, note=f"subprocess {child} ended: {outcome}")
+
+
+def child_cancel(s: InstanceState, step: str, visit: int, reason: str,
+                 operator: str | None) -> ControlInstance:
+    """Cancel the child a `subprocess` step's visit started: its id is derived, not stored.
+
+    `parent` tells the child that the parent has ended, so it does not report back.
+    """
+    return ControlInstance(instance_id=child_id(s.instance_id, step, visit),
+                           action=InstanceAction.CANCEL, reason=reason, operator=operator,
+                           parent=ParentRef(instance_id=s.instance_id, step=step, visit=visit))

@@ -16,6 +16,29 @@ terminate end event), so a part scrapped in one branch is scrapped. Every other 
 task, decision, rework, automated, timer (its command says when to wake it: `wake_at`) and
 subprocess (it also starts a child instance, whose end completes the step with the child's
 terminal status as the outcome).
+
+Children never outlive their parent: an instance that ends while subprocess steps are active (it
+is cancelled, or a terminating end event closes a branch that waits on a child) sends a cancel
+to each child it waits on, by step id. The child's id is derived from the step and visit as
+at its start, so no more state is kept. The cancel names the parent (`ControlInstance.parent`),
+and a child cancelled by its own parent does not complete the parent's step: that step is gone,
+and its completion could only be rejected. Any other cancel of a child still reports
+`cancelled` to its parent. Grandchildren follow as the child's own end cascades the same way.
+A cancel that finds its child already ended is rejected like any late request. A hold leaves
+children running: it pauses this instance's routing, not work under way elsewhere.
+
+So a child may end while its parent is held. Its completion of the parent's subprocess step
+(the step is active and the completion names its visit, as a child's always does) is not
+rejected: it is kept in the state (`InstanceState.deferred`), checked as it would be were the
+parent running (an outcome with no edge is rejected now, not at the resume), and nothing is
+routed, sent or emitted. The resume applies what was kept, in arrival order, each as if it had
+just arrived: the usual step_completed, step_entered and commands follow the `resumed` event,
+with the deferred completion's id as their `source_event_id`; command and request ids derive
+from instance, step and visit as always. A completion that ends or holds the parent again stops
+the rest (an end drops them, a hold keeps them for the next resume). A redelivered deferred
+completion is a duplicate; a second one for the same step and visit is stale. A cancel drops
+what was kept and sends no cancel to those children (they have ended); a migrate waits for the
+resume. Completions of any other step of a held instance are rejected (`instance_not_running`).
 """
 
 from __future__ import annotations
@@ -41,7 +64,12 @@ from schemas.messages import (
 )
 from schemas.migration import plan_migration
 from services.router.routing import parallel
-from services.router.routing.commands import child_start, parent_completion, step_command
+from services.router.routing.commands import (
+    child_cancel,
+    child_start,
+    parent_completion,
+    step_command,
+)
 from services.router.routing.conditions import Facts, Hold, choose_condition_edge
 from services.router.routing.graph import Graph
 from services.router.routing.state import (
@@ -49,12 +77,13 @@ from services.router.routing.state import (
     COMPLETED,
     ON_HOLD,
     RUNNING,
+    Deferred,
     InstanceState,
     Lane,
 )
 
 Message = StartInstance | StepCompletion | ControlInstance
-Request = StartInstance | StepCompletion
+Request = StartInstance | StepCompletion | ControlInstance
 Token = tuple[str, str, Lane | None]  # (step to enter, why, the parallel branch it is on)
 _WAITING = {StepType.TASK, StepType.DECISION, StepType.REWORK, StepType.AUTOMATED,
             StepType.TIMER, StepType.SUBPROCESS}
@@ -72,8 +101,9 @@ class Decision:
     """What to do: store `state` (when not None), send `commands`, `events` and `requests`.
 
     `requests` go to the router's own input topics: a `StartInstance` (a subprocess step starts
-    its child) to instance-requests, a `StepCompletion` (a child ended and completes its
-    parent's step) to step-completions, each keyed by its `instance_id`.
+    its child) and a cancel `ControlInstance` (an ended parent stops its child) to
+    instance-requests, a `StepCompletion` (a child ended and completes its parent's step) to
+    step-completions, each keyed by its `instance_id`.
     """
 
     state: InstanceState | None
@@ -200,6 +230,7 @@ class _Run:
         self.events: list[InstanceEvent] = []
         self.requests: list[Request] = []
         self.branch_ended: tuple[str, int] | None = None  # the last `completed` branch end
+        self.source = event_id  # what events name as their cause: a deferred completion's id
 
     # --- outputs -----------------------------------------------------------------------------
 
@@ -222,7 +253,7 @@ class _Run:
             kind=kind, instance_id=s.instance_id, tenant=s.tenant,
             process=ProcessRef(key=s.process_key, version=s.version), at=self.at,
             subject=Subject(**s.subject) if s.subject else None, work_order=s.work_order,
-            source_event_id=self.event_id, **fields,
+            source_event_id=self.source, **fields,
         )
 
     def hold(self, reason: str) -> None:
@@ -231,17 +262,38 @@ class _Run:
         self.event(InstanceEventKind.HELD, reason=reason, status=ON_HOLD)
 
     def end(self, status: str, terminal_status: str, kind: InstanceEventKind,
-            **fields: Any) -> None:
-        """End the instance: nothing stays active; a parent waiting on it is told how it ended."""
+            tell_parent: bool = True, **fields: Any) -> None:
+        """End the instance: nothing stays active, no child runs on, a parent is told how it ended.
+
+        The parent's completion comes first, so its request id is the one it always had.
+        """
         s = self.state
+        children = self._children()
         s.status, s.terminal_status = status, terminal_status
         s.active.clear()
         s.lanes.clear()
         s.splits.clear()
+        s.deferred.clear()  # what a held instance kept for its resume goes with it
         self.event(kind, terminal_status=terminal_status, status=status, **fields)
-        if s.parent is not None:
+        if s.parent is not None and tell_parent:
             self.requests.append(parent_completion(ParentRef.model_validate(s.parent),
                                                    s.instance_id, terminal_status))
+        why = (f"parent {s.instance_id} cancelled" if status == CANCELLED
+               else f"parent {s.instance_id} ended: {terminal_status}")
+        for step, visit in children:
+            self.requests.append(child_cancel(s, step, visit, why, fields.get("operator")))
+
+    def _children(self) -> list[tuple[str, int]]:
+        """The (step, visit) of every active subprocess step whose child may still run.
+
+        A step with a deferred completion is left out: its child has ended already.
+        """
+        assert self.graph is not None
+        steps = self.graph.steps
+        ended = {_step_visit(d) for d in self.state.deferred}
+        return [(step, visit) for step, visit in sorted(self.state.active.items())
+                if step in steps and steps[step].type == StepType.SUBPROCESS
+                and (step, visit) not in ended]
 
     # --- entering steps ----------------------------------------------------------------------
 
@@ -376,6 +428,8 @@ class _Run:
     def complete(self, c: StepCompletion) -> Decision:
         assert self.graph is not None
         s = self.state
+        if s.status == ON_HOLD and self._from_child(c):
+            return self.defer(c)
         if s.status != RUNNING:
             return self.reject(RejectReason.INSTANCE_NOT_RUNNING,
                                f"instance {s.instance_id} is {s.status}", c.step)
@@ -393,18 +447,76 @@ class _Run:
             self.hold(chosen.reason)
             return self.done()
         if chosen is None:
-            offered = ", ".join(self.graph.outcomes(step)) or "no named outcomes"
-            return self.reject(RejectReason.NO_MATCHING_EDGE,
-                               f"{c.step} has no edge for outcome {c.outcome!r} "
-                               f"(accepts: {offered})", c.step)
-        del s.active[c.step]
+            return self._no_edge(step, c)
+        self._follow(c, chosen)
+        return self.done()
+
+    def _follow(self, c: StepCompletion, edge: Edge) -> None:
+        """Leave the completed step along `edge` (the completion passed every check)."""
+        s = self.state
+        visit = s.active.pop(c.step)
         lane = s.lanes.pop(c.step, None)
         s.operators.setdefault(c.step, []).append(c.operator or c.equipment)
         self.event(InstanceEventKind.STEP_COMPLETED, step=c.step, visit=visit,
                    outcome=c.outcome, operator=c.operator or c.equipment,
                    measurements=dict(c.measurements) or None)
-        self.enter(chosen.to, reason=(c.outcome or "completed"), lane=lane)
+        self.enter(edge.to, reason=(c.outcome or "completed"), lane=lane)
+
+    def _no_edge(self, step: Step, c: StepCompletion) -> Decision:
+        assert self.graph is not None
+        offered = ", ".join(self.graph.outcomes(step)) or "no named outcomes"
+        return self.reject(RejectReason.NO_MATCHING_EDGE,
+                           f"{c.step} has no edge for outcome {c.outcome!r} "
+                           f"(accepts: {offered})", c.step)
+
+    # --- a held parent's completions from its children (see the module docstring) -----------
+
+    def _from_child(self, c: StepCompletion) -> bool:
+        """Is `c` for an active subprocess step, at the visit it waits on (as a child sends)?"""
+        assert self.graph is not None
+        step = self.graph.steps.get(c.step)
+        return (step is not None and step.type == StepType.SUBPROCESS
+                and c.visit is not None and self.state.active.get(c.step) == c.visit)
+
+    def defer(self, c: StepCompletion) -> Decision:
+        """Keep a child's completion until the held parent resumes; nothing is routed or sent.
+
+        Checked now as it would be if the instance ran, so what is kept will apply at the
+        resume: the graph and the active steps do not change while held (migrate waits).
+        """
+        assert self.graph is not None
+        s = self.state
+        if any(d["event_id"] == self.event_id for d in s.deferred):
+            return Decision(state=None, duplicate=True)  # a redelivery older than recent ids
+        if (c.step, c.visit) in {_step_visit(d) for d in s.deferred}:
+            return self.reject(RejectReason.STALE,
+                               f"a completion of {c.step} visit {c.visit} already waits for "
+                               f"instance {s.instance_id} to resume", c.step)
+        step = self.graph.steps[c.step]
+        if not isinstance(self._choose(step, c), Edge):  # a subprocess step never holds
+            return self._no_edge(step, c)
+        s.deferred.append({"event_id": self.event_id, "completion": c.dump()})
         return self.done()
+
+    def _apply_deferred(self) -> None:
+        """Apply the deferred completions in arrival order, each as if it had just arrived.
+
+        The events each causes name it as their source. A completion that ends or holds the
+        instance again stops the rest: an end drops them, a hold keeps them for the next resume.
+        """
+        assert self.graph is not None
+        s = self.state
+        while s.deferred and s.status == RUNNING:
+            kept = s.deferred.pop(0)
+            c = StepCompletion.model_validate(kept["completion"])
+            self.source, self.branch_ended = kept["event_id"], None
+            edge = self._choose(self.graph.steps[c.step], c) if self._from_child(c) else None
+            if isinstance(edge, Edge):
+                self._follow(c, edge)
+            else:  # cannot happen (see `defer`); if it does, an operator must look
+                self.hold(f"the completion {kept['event_id']} deferred for {c.step} no longer "
+                          "applies")
+        self.source = self.event_id
 
     def _choose(self, step: Step, c: StepCompletion) -> Edge | Hold | None:
         """The edge a completion follows (DESIGN §4 "Outcomes")."""
@@ -453,6 +565,10 @@ class _Run:
         if s.splits or s.lanes:
             return self.reject(RejectReason.INVALID_TRANSITION,
                                "an instance inside a parallel block cannot migrate")
+        if s.deferred:
+            return self.reject(RejectReason.INVALID_TRANSITION,
+                               "a child's completion waits for the resume: resume the "
+                               "instance first")
         plan = plan_migration(s.active, s.visits, self.graph.version, target.version,
                               c.step_map)
         if not plan.ok:
@@ -479,8 +595,9 @@ class _Run:
             if s.status in (COMPLETED, CANCELLED):
                 return self.reject(RejectReason.INSTANCE_NOT_RUNNING,
                                    f"instance {s.instance_id} is already {s.status}")
-            self.end(CANCELLED, "cancelled", InstanceEventKind.CANCELLED, reason=c.reason,
-                     operator=c.operator)
+            from_parent = c.parent is not None and c.parent.dump() == s.parent
+            self.end(CANCELLED, "cancelled", InstanceEventKind.CANCELLED,
+                     tell_parent=not from_parent, reason=c.reason, operator=c.operator)
         elif c.action == InstanceAction.HOLD:
             if s.status != RUNNING:
                 return self.reject(RejectReason.INVALID_TRANSITION,
@@ -493,4 +610,10 @@ class _Run:
             s.status, s.hold_reason = RUNNING, None
             self.event(InstanceEventKind.RESUMED, reason=c.reason, operator=c.operator,
                        status=RUNNING)
+            self._apply_deferred()
         return self.done()
+
+
+def _step_visit(d: Deferred) -> tuple[str, int | None]:
+    """The step and visit a deferred completion completes."""
+    return d["completion"]["step"], d["completion"].get("visit")

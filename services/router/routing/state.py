@@ -38,6 +38,13 @@ class SplitVisit(TypedDict):
     outer: Lane | None  # the lane the split itself was entered on: splits nest
 
 
+class Deferred(TypedDict):
+    """A child's completion of a held parent's subprocess step, kept until the parent resumes."""
+
+    event_id: str  # its CloudEvent id: the source of the events it causes at the resume
+    completion: dict[str, Any]  # the `StepCompletion`, as `dump()` gives it
+
+
 @dataclass
 class InstanceState:
     instance_id: str
@@ -61,6 +68,7 @@ class InstanceState:
     parent: dict[str, Any] | None = None
     lanes: dict[str, Lane] = field(default_factory=dict)  # active step -> its parallel branch
     splits: dict[str, SplitVisit] = field(default_factory=dict)  # "split/visit" -> progress
+    deferred: list[Deferred] = field(default_factory=list)  # in arrival order; only while held
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +90,7 @@ class InstanceState:
             parent=dict(self.parent) if self.parent else None,
             lanes=copy.deepcopy(self.lanes),
             splits=copy.deepcopy(self.splits),
+            deferred=list(self.deferred),  # entries are never changed, only added and removed
         )
 
     def remember(self, event_id: str) -> None:
