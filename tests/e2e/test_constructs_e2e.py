@@ -98,27 +98,28 @@ def test_subprocess_split_timer_join_and_expression(api: httpx.Client, bore: flo
     assert instance(api, child)["status"] == "completed"
 
 
-def test_a_scrapped_child_takes_the_parent_down_the_alternate_edge(api: httpx.Client) -> None:
+def refurbish_waiting_on_its_child(api: httpx.Client) -> tuple[str, str]:
+    """A `refurbish` instance past `prep`, and its `overhaul` child, waiting at `strip`."""
     iid = f"R-{uuid.uuid4().hex[:6]}"
-    api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
-                                    "subject": {"type": "part", "id": iid}})
+    r = api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
+                                        "subject": {"type": "part", "id": iid}})
+    assert r.status_code == 202, r.text
     at_step(api, iid, "prep")
     complete(api, iid, "prep", visit=1)
     child = f"{iid}/overhaul/1"
     at_step(api, child, "strip")
+    return iid, child
+
+
+def test_a_scrapped_child_takes_the_parent_down_the_alternate_edge(api: httpx.Client) -> None:
+    iid, child = refurbish_waiting_on_its_child(api)
     complete(api, child, "strip", visit=1, outcome="fail")
     assert finished(api, child)["terminal_status"] == "scrapped"
     assert finished(api, iid)["terminal_status"] == "scrapped"
 
 
 def test_cancelling_the_parent_cancels_the_child_it_waits_on(api: httpx.Client) -> None:
-    iid = f"R-{uuid.uuid4().hex[:6]}"
-    api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
-                                    "subject": {"type": "part", "id": iid}})
-    at_step(api, iid, "prep")
-    complete(api, iid, "prep", visit=1)
-    child = f"{iid}/overhaul/1"
-    at_step(api, child, "strip")  # the child waits on a technician's task
+    iid, child = refurbish_waiting_on_its_child(api)
     r = api.post(f"/v1/instances/{iid}/cancel",
                  json={"reason": "order withdrawn", "operator": "e2e"})
     assert r.status_code == 202, r.text
@@ -134,13 +135,7 @@ def test_cancelling_the_parent_cancels_the_child_it_waits_on(api: httpx.Client) 
 
 def test_a_child_that_ends_while_its_parent_is_held_moves_the_parent_on_resume(
         api: httpx.Client, stack: Stack) -> None:
-    iid = f"R-{uuid.uuid4().hex[:6]}"
-    api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
-                                    "subject": {"type": "part", "id": iid}})
-    at_step(api, iid, "prep")
-    complete(api, iid, "prep", visit=1)
-    child = f"{iid}/overhaul/1"
-    at_step(api, child, "strip")
+    iid, child = refurbish_waiting_on_its_child(api)
     r = api.post(f"/v1/instances/{iid}/hold", json={"reason": "line stop", "operator": "e2e"})
     assert r.status_code == 202, r.text
     wait_for(lambda: (v := instance(api, iid)) and v["status"] == "on_hold", 30,
