@@ -23,18 +23,23 @@ def check_claimable(task: Task, operator: str) -> None:
 
 
 def check_revisit(task: Task, operator: str) -> None:
-    """The step's revisit policy: on a revisit, `different` bars and `same` requires an earlier
-    operator of the step (seed 000: rework is redone by fresh eyes, or by whoever knows it)."""
+    """The step's revisit policy (seed 000): `different` bars the step's earlier operators
+    (rework is redone by fresh eyes); `same` offers the task to its last operator first: while
+    it is offered (open, with them as assignee) nobody else may take it, and once they release
+    it, anyone of the role may. `role` is the router's part: the command names the revisit
+    role."""
     previous = task.previous_operators or []
     if task.revisit_assignment == "different" and operator in previous:
         raise Conflict(
             f"{operator} already worked on step {task.step}; revisits need a different operator",
             code="revisit_different_operator", details={"previous_operators": previous},
         )
-    if task.revisit_assignment == "same" and previous and operator not in previous:
+    if task.revisit_assignment == "same" and task.status == OPEN \
+            and task.assignee in previous and operator != task.assignee:
         raise Conflict(
-            f"step {task.step} is revisited by its earlier operator ({', '.join(previous)})",
-            code="revisit_same_operator", details={"previous_operators": previous},
+            f"step {task.step} is offered to its earlier operator {task.assignee} first",
+            code="revisit_same_operator",
+            details={"offered_to": task.assignee, "previous_operators": previous},
         )
 
 

@@ -62,6 +62,9 @@ def task_from_command(cmd: StepCommand, now: datetime) -> Row:
         status=OPEN,
         created_at=parse_time(cmd.entered_at) or now,
         executor=actions.executor(cmd),
+        # `same`: a revisit is offered to the step's last operator first (`assignment`).
+        assignee=(cmd.previous_operators[-1]
+                  if cmd.revisit_assignment == "same" and cmd.previous_operators else None),
     )
 
 

@@ -190,6 +190,30 @@ async def test_revisit_by_a_different_operator(client: httpx.AsyncClient,
     assert (await client.post(f"{url}/complete", json={"operator": "frank"})).status_code == 202
 
 
+async def test_revisit_by_the_same_operator_is_offered_to_them_first(
+        client: httpx.AsyncClient, producer: EventProducer) -> None:
+    inst = new_instance()
+    await send_command(producer, command(inst, "rework", 2, step_type="rework",
+                                         revisit_assignment="same",
+                                         previous_operators=["bob", "erin"]))
+    [task] = await wait_tasks(client, inst, 1)
+    assert (task["status"], task["assignee"]) == ("open", "erin")  # the last one
+    mine = await client.get("/v1/tasks", params={"assignee": "erin", "instance_id": inst})
+    assert [t["task_id"] for t in mine.json()["items"]] == [task["task_id"]]
+    url = f"/v1/tasks/{task['task_id']}"
+    for take in ("claim", "complete"):  # nobody else while it is offered
+        r = await client.post(f"{url}/{take}", json={"operator": "frank"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "revisit_same_operator"
+        assert r.json()["error"]["details"]["offered_to"] == "erin"
+    assert (await client.post(f"{url}/claim", json={"operator": "erin"})).status_code == 200
+    assert (await client.post(f"{url}/release", json={"operator": "erin"})).status_code == 200
+    # Released: the offer is over, anyone of the role may take it.
+    r = await client.post(f"{url}/claim", json={"operator": "frank"})
+    assert r.status_code == 200, r.text
+    assert (await client.get(url)).json()["assignee"] == "frank"
+
+
 async def test_a_newer_visit_retires_the_older_task(client: httpx.AsyncClient,
                                                     producer: EventProducer) -> None:
     inst = new_instance()

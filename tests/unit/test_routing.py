@@ -135,6 +135,20 @@ def test_revisit_commands_carry_the_visit_table_and_previous_operators():
     assert cmd.previous_operators == ["bob"] and cmd.revisit_assignment == "different"
 
 
+def test_a_role_revisit_goes_to_the_revisit_role():
+    g = reman()
+    rework = next(s for s in g["steps"] if s["id"] == "rework")
+    rework.update(revisit_assignment="role", revisit_role="senior_technician")
+    d = Driver(compiled(g, 1))
+    walk_to_inspect(d)
+    first = d.done("inspect", "fail").commands[0]
+    d.done("rework", operator="bob")
+    second = d.done("inspect", "fail").commands[0]
+    assert (first.step, first.visit, first.role) == ("rework", 1, "technician")
+    assert (second.step, second.visit, second.role) == ("rework", 2, "senior_technician")
+    assert second.revisit_assignment == "role" and second.previous_operators == ["bob"]
+
+
 def test_duplicate_event_id_changes_nothing():
     d = Driver()
     walk_to_inspect(d)
