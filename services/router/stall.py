@@ -98,8 +98,7 @@ class StallHealer:
         When the read does not finish in time the answer is True: re-reading is safe,
         committing past a record is not.
         """
-        isolation = ("read_committed" if self.app.conf.processing_guarantee == "exactly_once"
-                     else "read_uncommitted")
+        isolation = "read_committed" if self.app.in_transaction else "read_uncommitted"
         reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                   isolation_level=isolation)
         part = TopicPartition(tp.topic, tp.partition)
