@@ -550,8 +550,9 @@ class _Run:
         """Move the instance to another version when `schemas.migration` says it fits.
 
         Active steps keep their visit; a step whose id changed gets a command under its new
-        id (the old one's task is retired by the `migrated` event). Instances inside a
-        parallel block or waiting on a child are refused: their tokens are not mapped yet.
+        id (the old one's task is retired by the `migrated` event). Inside parallel blocks the
+        plan also checks the lanes and split visits, which are then renamed with the steps
+        (parallel.rename); a step waiting on a child keeps its id (see schemas.migration).
         """
         assert self.graph is not None
         s = self.state
@@ -562,15 +563,12 @@ class _Run:
         if s.status not in (RUNNING, ON_HOLD):
             return self.reject(RejectReason.INSTANCE_NOT_RUNNING,
                                f"instance {s.instance_id} is {s.status}")
-        if s.splits or s.lanes:
-            return self.reject(RejectReason.INVALID_TRANSITION,
-                               "an instance inside a parallel block cannot migrate")
         if s.deferred:
             return self.reject(RejectReason.INVALID_TRANSITION,
                                "a child's completion waits for the resume: resume the "
                                "instance first")
         plan = plan_migration(s.active, s.visits, self.graph.version, target.version,
-                              c.step_map)
+                              c.step_map, lanes=s.lanes, splits=s.splits)
         if not plan.ok:
             return self.reject(RejectReason.INVALID_TRANSITION,
                                "cannot migrate: " + "; ".join(plan.problems))
@@ -579,6 +577,7 @@ class _Run:
         s.version, s.active, s.visits = target.version.version, dict(plan.active), \
             dict(plan.visits)
         s.operators = {(c.step_map or {}).get(k, k): v for k, v in s.operators.items()}
+        parallel.rename(s, c.step_map or {})
         self.graph = target
         self.event(InstanceEventKind.MIGRATED, from_version=from_version,
                    visits=dict(s.visits), active_steps=sorted(s.active),

@@ -15,6 +15,9 @@ split visit is over and counts as ended in its own outer lane.
 Counting is per split visit: a branch arriving twice counts once, and a loop that passes the
 split again opens a new split visit with a fresh join.
 
+A migration (decide.py, `schemas.migration`) renames lanes and split visits through its
+`step_map` (`rename`); a split visit keeps its visit number, as the split step keeps its count.
+
 Parallel sections are expected to be block-structured. What the core cannot route safely it
 reports here, and decide.py holds the instance with the reason: branches of one split visit
 gathering at two different joins, a join reached outside any split, a branch looping back into
@@ -98,6 +101,29 @@ def end(state: InstanceState, lane: Lane | None) -> Fire | None:
     if lane["branch"] not in ended:
         ended.append(lane["branch"])
     return _settle(state, lane["split"])
+
+
+def rename(state: InstanceState, step_map: dict[str, str]) -> None:
+    """Carry lanes and split visits over to steps renamed by a migration's `step_map`."""
+    def step(s: str) -> str:
+        return step_map.get(s, s)
+
+    def key(k: str) -> str:
+        split, visit = k.rsplit("/", 1)
+        return f"{step(split)}/{visit}"
+
+    def lane(old: Lane | None) -> Lane | None:
+        return None if old is None else Lane(split=key(old["split"]), branch=step(old["branch"]))
+
+    state.lanes = {step(s): Lane(split=key(v["split"]), branch=step(v["branch"]))
+                   for s, v in state.lanes.items()}
+    state.splits = {
+        key(k): SplitVisit(step=step(v["step"]), branches=[step(b) for b in v["branches"]],
+                           arrived=[step(b) for b in v["arrived"]],
+                           ended=[step(b) for b in v["ended"]],
+                           join=step(v["join"]) if v["join"] else None,
+                           join_visit=v["join_visit"], outer=lane(v["outer"]))
+        for k, v in state.splits.items()}
 
 
 def _settle(state: InstanceState, key: str) -> Fire | None:
