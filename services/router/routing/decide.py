@@ -39,6 +39,19 @@ the rest (an end drops them, a hold keeps them for the next resume). A redeliver
 completion is a duplicate; a second one for the same step and visit is stale. A cancel drops
 what was kept and sends no cancel to those children (they have ended); a migrate waits for the
 resume. Completions of any other step of a held instance are rejected (`instance_not_running`).
+
+A hold raised by routing while entering a step (an edge to an unknown step, a step already
+active, max_visits with no escalation edge, a step that cannot be entered as designed, a start or
+a fired join with no default edge, routing that does not settle) stops only the token it was
+routing, and that token is kept in the state (`InstanceState.pending`: step, reason, lane; for a
+start or join, to be left by its default edge). The resume, after applying the deferred
+completions, retries the kept tokens in order through the same entering code, so the ids and
+events are those they would have had; a token that meets its problem again is kept again and the
+instance is held again with the reason. A migrate may fix the problem first (a held instance may
+migrate once nothing is deferred; kept tokens follow its `step_map`); a cancel or any end drops
+what was kept. A hold raised while choosing the edge out of a completed step (a condition with a
+missing measurement or a unit mismatch) keeps nothing: the step stays active at its visit, and
+after the resume a new completion that carries what was missing routes on.
 """
 
 from __future__ import annotations
@@ -80,6 +93,7 @@ from services.router.routing.state import (
     Deferred,
     InstanceState,
     Lane,
+    Pending,
 )
 
 Message = StartInstance | StepCompletion | ControlInstance
@@ -274,6 +288,7 @@ class _Run:
         s.lanes.clear()
         s.splits.clear()
         s.deferred.clear()  # what a held instance kept for its resume goes with it
+        s.pending.clear()  # and so do the tokens a routing hold interrupted
         self.event(kind, terminal_status=terminal_status, status=status, **fields)
         if s.parent is not None and tell_parent:
             self.requests.append(parent_completion(ParentRef.model_validate(s.parent),
@@ -311,6 +326,8 @@ class _Run:
         while todo and s.status != COMPLETED:
             budget -= 1
             if budget < 0:
+                for token in todo:  # what is left waits for the resume, like any held token
+                    self._keep(token)
                 return self.hold("routing did not settle: the graph loops through "
                                  "pass-through steps")
             todo[:0] = self._step(*todo.pop(0))
@@ -324,15 +341,16 @@ class _Run:
         assert self.graph is not None
         s = self.state
         step = self.graph.steps.get(target)
+        token: Token = (target, reason, lane)
         if step is None:
-            return self._hold(f"edge leads to unknown step {target!r}")
+            return self._hold(f"edge leads to unknown step {target!r}", token)
         if target in s.active:
             return self._hold(f"two branches reached {target}, which is already active: "
-                              "parallel branches cannot share a step")
+                              "parallel branches cannot share a step", token)
         if step.type == StepType.JOIN:
             problem = parallel.join_problem(s, lane, target)
             if problem:
-                return self._hold(problem)
+                return self._hold(problem, token)
             assert lane is not None
             if parallel.gathering(s, lane, target):  # the join's visit is already counted
                 return self._fired(parallel.arrive(s, lane))
@@ -341,23 +359,20 @@ class _Run:
             escalation = self.graph.edge(target, EdgeType.ESCALATION)
             if escalation is None:
                 return self._hold(f"{target} reached max_visits={step.max_visits} "
-                                  "and has no escalation edge")
+                                  "and has no escalation edge", token)
             self.event(InstanceEventKind.ESCALATED, step=target, to_step=escalation.to,
                        visits=dict(s.visits), reason=f"max_visits={step.max_visits}")
             return [(escalation.to, "escalated", lane)]
         problem = self._cannot_enter(step, lane)
         if problem:
-            return self._hold(problem)
+            return self._hold(problem, token)
         s.visits[target] = visit = visits + 1
         self.event(InstanceEventKind.STEP_ENTERED, step=target, step_type=step.type.value,
                    visit=visit, visits=dict(s.visits), reason=reason)
         if step.type in (StepType.START, StepType.PARALLEL):
             self.event(InstanceEventKind.STEP_COMPLETED, step=target, visit=visit)
         if step.type == StepType.START:
-            onward = self.graph.edge(target, EdgeType.DEFAULT)
-            if onward is None:
-                return self._hold(f"start step {target} has no default edge")
-            return [(onward.to, "started", lane)]
+            return self._leave(target, "started", lane)
         if step.type == StepType.PARALLEL:
             branches = [e.to for e in self.graph.defaults(target)]
             lanes = parallel.open_split(s, target, visit, branches, lane)
@@ -414,14 +429,43 @@ class _Run:
         if fire is None:
             return []
         self.event(InstanceEventKind.STEP_COMPLETED, step=fire.join, visit=fire.visit)
-        onward = self.graph.edge(fire.join, EdgeType.DEFAULT)
-        if onward is None:
-            return self._hold(f"join {fire.join} has no default edge")
-        return [(onward.to, "joined", fire.lane)]
+        return self._leave(fire.join, "joined", fire.lane)
 
-    def _hold(self, reason: str) -> list[Token]:
+    def _leave(self, step_id: str, reason: str, lane: Lane | None) -> list[Token]:
+        """Leave a start or a fired join by its default edge (it is entered already)."""
+        assert self.graph is not None
+        onward = self.graph.edge(step_id, EdgeType.DEFAULT)
+        if onward is None:
+            step = self.graph.steps.get(step_id)
+            kind = "start step" if step is not None and step.type == StepType.START else "join"
+            return self._hold(f"{kind} {step_id} has no default edge", (step_id, reason, lane),
+                              leave=True)
+        return [(onward.to, reason, lane)]
+
+    def _hold(self, reason: str, token: Token, leave: bool = False) -> list[Token]:
+        """Hold the instance; `token`, which it stops, waits in the state for the resume."""
+        self._keep(token, leave)
         self.hold(reason)
         return []
+
+    def _keep(self, token: Token, leave: bool = False) -> None:
+        step, reason, lane = token
+        self.state.pending.append(Pending(step=step, reason=reason, lane=lane, leave=leave))
+
+    def _retry(self, held: list[Pending]) -> None:
+        """At a resume: retry the tokens a routing hold stopped, in order, as they were.
+
+        Each goes through the usual entering code, so ids and events are those it would have
+        had; one that meets its problem again is kept again and holds the instance again.
+        """
+        s = self.state
+        for p in held:
+            if s.status in (COMPLETED, CANCELLED):
+                break  # the instance ended (and dropped what was kept)
+            tokens = ([(p["step"], p["reason"], p["lane"])] if not p["leave"]
+                      else self._leave(p["step"], p["reason"], p["lane"]))
+            for token in tokens:
+                self.enter(*token)
 
     # --- completions and control -------------------------------------------------------------
 
@@ -578,6 +622,7 @@ class _Run:
             dict(plan.visits)
         s.operators = {(c.step_map or {}).get(k, k): v for k, v in s.operators.items()}
         parallel.rename(s, c.step_map or {})
+        s.pending = [_renamed(p, c.step_map or {}) for p in s.pending]
         self.graph = target
         self.event(InstanceEventKind.MIGRATED, from_version=from_version,
                    visits=dict(s.visits), active_steps=sorted(s.active),
@@ -609,8 +654,22 @@ class _Run:
             s.status, s.hold_reason = RUNNING, None
             self.event(InstanceEventKind.RESUMED, reason=c.reason, operator=c.operator,
                        status=RUNNING)
+            held, s.pending = s.pending, []
             self._apply_deferred()
+            self._retry(held)
         return self.done()
+
+
+def _renamed(p: Pending, step_map: dict[str, str]) -> Pending:
+    """A held token carried over to the steps a migration's `step_map` renames."""
+    def step(s: str) -> str:
+        return step_map.get(s, s)
+
+    lane = p["lane"]
+    if lane is not None:
+        split, visit = lane["split"].rsplit("/", 1)
+        lane = Lane(split=f"{step(split)}/{visit}", branch=step(lane["branch"]))
+    return Pending(step=step(p["step"]), reason=p["reason"], lane=lane, leave=p["leave"])
 
 
 def _step_visit(d: Deferred) -> tuple[str, int | None]:

@@ -45,6 +45,20 @@ class Deferred(TypedDict):
     completion: dict[str, Any]  # the `StepCompletion`, as `dump()` gives it
 
 
+class Pending(TypedDict):
+    """A token a routing hold interrupted, retried by the resume (see decide.py).
+
+    `leave` false: enter `step` for `reason` on `lane`, as when the hold was raised. `leave`
+    true: `step` (a start or a join that fired) was entered already; leave it by its default
+    edge, entering the next step for `reason`.
+    """
+
+    step: str
+    reason: str
+    lane: Lane | None
+    leave: bool
+
+
 @dataclass
 class InstanceState:
     instance_id: str
@@ -69,6 +83,7 @@ class InstanceState:
     lanes: dict[str, Lane] = field(default_factory=dict)  # active step -> its parallel branch
     splits: dict[str, SplitVisit] = field(default_factory=dict)  # "split/visit" -> progress
     deferred: list[Deferred] = field(default_factory=list)  # in arrival order; only while held
+    pending: list[Pending] = field(default_factory=list)  # held tokens, in order; only while held
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +106,7 @@ class InstanceState:
             lanes=copy.deepcopy(self.lanes),
             splits=copy.deepcopy(self.splits),
             deferred=list(self.deferred),  # entries are never changed, only added and removed
+            pending=list(self.pending),  # likewise: a migration replaces them, never edits them
         )
 
     def remember(self, event_id: str) -> None:
