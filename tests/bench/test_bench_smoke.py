@@ -1,7 +1,8 @@
 """Smoke run of the benchmark harness: seconds, on the session broker; fails if nothing routes.
 
 Not a benchmark (the sizes are tiny and the machine is shared): it checks that `bench.run`
-still drives a real router and the raw loop end to end and writes a result with numbers.
+still drives a real router and the raw loop end to end, and the tasks fold on SQLite, and
+writes a result with numbers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 INSTANCES = 40
 
 
-def test_quick_raw_and_throughput_give_positive_numbers(broker: Any, tmp_path: Path) -> None:
+def test_quick_raw_throughput_and_fold_give_positive_numbers(broker: Any, tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput",
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput,fold",
          "--bootstrap", broker.bootstrap, "--broker", broker.kind,
          "--instances", str(INSTANCES), "--partitions", "4", "--out", str(out), "--name", "smoke"],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
@@ -34,3 +35,6 @@ def test_quick_raw_and_throughput_give_positive_numbers(broker: Any, tmp_path: P
     assert routed["starts"]["per_second"] > 0 and routed["per_second"] > 0
     assert result["summary"]["router_over_raw"] > 0
     assert result["meta"]["machine"]["nproc"] >= 1
+    fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
+    assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
+    assert fold["completions_per_second"] > 0
