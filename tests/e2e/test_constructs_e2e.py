@@ -70,15 +70,21 @@ def complete(api: httpx.Client, iid: str, step: str, **body: object) -> None:
     assert r.status_code == 202, r.text
 
 
-@pytest.mark.parametrize(("bore", "end"), [(12.4, "completed"), (11.2, "returned")])
-def test_subprocess_split_timer_join_and_expression(api: httpx.Client, bore: float,
-                                                    end: str) -> None:
+def refurbish_past_prep(api: httpx.Client) -> str:
+    """A new `refurbish` instance whose `prep` step is done (it goes on to its subprocess)."""
     iid = f"R-{uuid.uuid4().hex[:6]}"
     r = api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
                                         "subject": {"type": "part", "id": iid}})
     assert r.status_code == 202, r.text
     at_step(api, iid, "prep")
     complete(api, iid, "prep", visit=1)
+    return iid
+
+
+@pytest.mark.parametrize(("bore", "end"), [(12.4, "completed"), (11.2, "returned")])
+def test_subprocess_split_timer_join_and_expression(api: httpx.Client, bore: float,
+                                                    end: str) -> None:
+    iid = refurbish_past_prep(api)
     at_step(api, iid, "overhaul")
     child = f"{iid}/overhaul/1"
     assert at_step(api, child, "strip")["process"]["key"] == "overhaul"
@@ -100,12 +106,7 @@ def test_subprocess_split_timer_join_and_expression(api: httpx.Client, bore: flo
 
 def refurbish_waiting_on_its_child(api: httpx.Client) -> tuple[str, str]:
     """A `refurbish` instance past `prep`, and its `overhaul` child, waiting at `strip`."""
-    iid = f"R-{uuid.uuid4().hex[:6]}"
-    r = api.post("/v1/instances", json={"process": "refurbish", "instance_id": iid,
-                                        "subject": {"type": "part", "id": iid}})
-    assert r.status_code == 202, r.text
-    at_step(api, iid, "prep")
-    complete(api, iid, "prep", visit=1)
+    iid = refurbish_past_prep(api)
     child = f"{iid}/overhaul/1"
     at_step(api, child, "strip")
     return iid, child

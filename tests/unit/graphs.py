@@ -49,6 +49,25 @@ def reman(max_rework: int = 3, max_final: int = 2) -> dict[str, Any]:
     return {"key": "reman", "name": "Remanufacturing", "steps": steps, "edges": edges}
 
 
+def gauged(tolerance: float | None = None, scrap_above: float = 10.1) -> dict[str, Any]:
+    """A measurement decision: a bore in 9.9..10.1 mm (± `tolerance`) completes, one above
+    `scrap_above` mm is scrapped."""
+    in_range: dict[str, Any] = {"measurement": "bore", "operator": "between",
+                                "values": [9.9, 10.1], "unit": "mm"}
+    if tolerance is not None:
+        in_range["tolerance"] = tolerance
+    return {"key": "m", "steps": [
+        {"id": "s", "type": "start"},
+        {"id": "gauge", "type": "decision", "decision_type": "measurement"},
+        {"id": "ok", "type": "terminal"},
+        {"id": "bad", "type": "terminal", "terminal_status": "scrapped"}],
+        "edges": [{"from": "s", "to": "gauge"},
+                  {"from": "gauge", "to": "ok", "type": "condition", "condition": in_range},
+                  {"from": "gauge", "to": "bad", "type": "condition", "condition": {
+                      "measurement": "bore", "operator": "gt", "value": scrap_above,
+                      "unit": "mm"}}]}
+
+
 def compiled(graph: dict[str, Any], version: int = 1, status: str = "approved") -> Graph:
     return Graph.of(ProcessVersion.model_validate({**graph, "version": version,
                                                    "status": status}))

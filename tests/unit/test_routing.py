@@ -16,7 +16,7 @@ from schemas.messages import (
 )
 from services.router.routing import Decision, InstanceState, decide
 from services.router.routing.decide import resolve_version
-from tests.unit.graphs import compiled, reman
+from tests.unit.graphs import compiled, gauged, reman
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 G = compiled(reman())
@@ -247,17 +247,7 @@ def test_missing_escalation_edge_holds_with_a_reason():
 
 
 def test_measurement_decision_routes_by_threshold_and_holds_when_missing():
-    g = {"key": "m", "steps": [
-        {"id": "s", "type": "start"},
-        {"id": "gauge", "type": "decision", "decision_type": "measurement"},
-        {"id": "ok", "type": "terminal"}, {"id": "bad", "type": "terminal",
-                                           "terminal_status": "scrapped"}],
-        "edges": [{"from": "s", "to": "gauge"},
-                  {"from": "gauge", "to": "ok", "type": "condition", "condition": {
-                      "measurement": "bore", "operator": "between", "values": [9.9, 10.1],
-                      "unit": "mm", "tolerance": 0.01}},
-                  {"from": "gauge", "to": "bad", "type": "condition", "condition": {
-                      "measurement": "bore", "operator": "gt", "value": 10.11, "unit": "mm"}}]}
+    g = gauged(tolerance=0.01, scrap_above=10.11)
     for value, unit, expect in ((10.105, "mm", "completed"), (10.2, "mm", "scrapped")):
         d = Driver(compiled(g))
         d.feed(StartInstance(instance_id="p1", process="m", subject=Subject(type="p", id="1")))

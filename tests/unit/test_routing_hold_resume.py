@@ -9,7 +9,7 @@ from schemas.messages import ControlInstance, InstanceAction, StartInstance, Sub
 from services.router.routing import InstanceState, decide
 from tests.unit import test_routing_hold_subprocess as hold_subprocess
 from tests.unit.flows import DONE, START, World, process, task
-from tests.unit.graphs import compiled, reman
+from tests.unit.graphs import compiled, gauged, reman
 from tests.unit.test_routing import Driver, walk_to_inspect
 from tests.unit.test_routing_hold_subprocess import end_child
 from tests.unit.test_routing_migration import renamed
@@ -135,21 +135,8 @@ def test_a_join_without_a_default_edge_is_left_at_the_resume_once_it_has_one():
     assert d.state.status == "completed" and d.state.pending == []
 
 
-MEASURED = {"key": "m", "steps": [
-    {"id": "s", "type": "start"},
-    {"id": "gauge", "type": "decision", "decision_type": "measurement"},
-    {"id": "ok", "type": "terminal"}, {"id": "bad", "type": "terminal",
-                                       "terminal_status": "scrapped"}],
-    "edges": [{"from": "s", "to": "gauge"},
-              {"from": "gauge", "to": "ok", "type": "condition", "condition": {
-                  "measurement": "bore", "operator": "between", "values": [9.9, 10.1],
-                  "unit": "mm"}},
-              {"from": "gauge", "to": "bad", "type": "condition", "condition": {
-                  "measurement": "bore", "operator": "gt", "value": 10.1, "unit": "mm"}}]}
-
-
 def test_a_missing_measurement_hold_leaves_the_step_for_a_corrected_completion():
-    d = Driver(compiled(MEASURED))
+    d = Driver(compiled(gauged()))
     d.feed(StartInstance(instance_id="p1", process="m", subject=Subject(type="p", id="1")))
     d.done("gauge")
     assert d.state and d.state.status == "on_hold" and "bore" in (d.state.hold_reason or "")
