@@ -75,7 +75,10 @@ class ControlInstance(_Msg):
     """Cancel, hold, resume or migrate a running instance.
 
     `migrate` moves it to `to_version` of its process (`schemas.migration` decides whether it
-    fits); `step_map` renames steps whose id changed between the versions. `parent` is set by
+    fits); `step_map` renames steps whose id changed between the versions. `drop_held` (resume
+    only) drops the steps a routing hold kept instead of retrying them: the instance goes on
+    with the steps it waits on (the resumed event's `dropped` names the dropped steps; see
+    services/router/routing/decide.py for the parallel branches). `parent` is set by
     the router on the cancel it sends a child when the parent ends: the child, whose own
     `parent` it matches, then does not report its end back to the parent that already ended.
     """
@@ -87,6 +90,15 @@ class ControlInstance(_Msg):
     to_version: int | None = Field(default=None, ge=1)
     step_map: dict[str, str] | None = None
     parent: ParentRef | None = None
+    drop_held: bool = False
+
+    def dump(self) -> dict[str, Any]:
+        """As `_Msg.dump`, leaving out `drop_held` when false: a request that does not drop
+        anything reads exactly as it did before the field existed."""
+        data = super().dump()
+        if not self.drop_held:
+            data.pop("drop_held", None)
+        return data
 
 
 # --- flowline.step-completions --------------------------------------------------------------
@@ -159,6 +171,18 @@ class InstanceEventKind(StrEnum):
     MIGRATED = "migrated"
 
 
+class ParallelState(_Msg):
+    """Where an instance stands in its parallel blocks (the router's `lanes` and `splits`).
+
+    `lanes`: active step -> its branch `{"split": "<split>/<visit>", "branch": ...}`;
+    `splits`: open split visit -> `{"step", "branches", "arrived", "ended", "join",
+    "join_visit", "outer"}`. Both empty: the instance is in no parallel block.
+    """
+
+    lanes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    splits: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class InstanceEvent(_Msg):
     """Something happened to an instance; integrators and the journey read model follow these."""
 
@@ -183,6 +207,10 @@ class InstanceEvent(_Msg):
     source_event_id: str | None = None  # the request/completion that caused this event
     from_version: int | None = None  # migrated: the version it left (`process` is the new one)
     active_steps: list[str] | None = None  # migrated: the steps it waits on in the new version
+    dropped: list[str] | None = None  # resumed with drop_held: the held steps it dropped
+    # The parallel state after this event, on the last event of a change made to an instance
+    # that is (or just was) inside a parallel block; empty when it left its last block.
+    parallel: ParallelState | None = None
 
 
 # --- flowline.dead-letters ------------------------------------------------------------------

@@ -20,9 +20,10 @@ An instance inside parallel blocks also passes its `lanes` and `splits` (the rou
 see services/router/routing/parallel.py). It maps when every open split visit keeps its shape,
 names renamed through `step_map`: the split is still a parallel split with the same branches,
 its branches still meet at the same join, and each active step (and each nested split) still
-lies on its branch, between the split and that join. Each mismatch is named as a problem. A
-caller without lanes (the gateway's dry run reads a journey, which has none) gets the check of
-active steps and visits only; the router checks the blocks when it applies the migration.
+lies on its branch, between the split and that join. Each mismatch is named as a problem. The
+gateway's dry run passes the lanes and splits the journey read model keeps from the router's
+events (`InstanceEvent.parallel`); a caller without them gets the check of active steps and
+visits only, and the router still checks the blocks when it applies the migration.
 """
 
 from __future__ import annotations

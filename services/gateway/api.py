@@ -22,7 +22,7 @@ from services.common import metrics as common_metrics
 from services.common.errors import install_error_handlers
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
-from services.gateway.intake import CompletionBody, ControlBody, Intake, StartBody
+from services.gateway.intake import CompletionBody, ControlBody, Intake, ResumeBody, StartBody
 from services.gateway.migrate import Migrations
 from services.gateway.migrate import router as migrate_router
 from services.gateway.proxy import Peer
@@ -81,9 +81,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.work_orders = WorkOrders(peers, intake)
     app.include_router(work_orders_router)
 
-    for action in (InstanceAction.CANCEL, InstanceAction.HOLD, InstanceAction.RESUME):
+    for action in (InstanceAction.CANCEL, InstanceAction.HOLD):
         app.post(f"/v1/instances/{{instance_id:path}}/{action.value}", status_code=202,
                  name=f"{action.value}_instance")(control(action))
+
+    @app.post("/v1/instances/{instance_id:path}/resume", status_code=202, name="resume_instance")
+    async def resume_instance(instance_id: str,
+                              body: ResumeBody | None = None) -> dict[str, str]:
+        """Ask the router to resume the instance; `drop_held` drops the steps a routing hold
+        kept (e.g. a second branch that reached an active step) instead of retrying them."""
+        return await intake["kafka"].control(instance_id, InstanceAction.RESUME,
+                                             body or ResumeBody())
 
     def passthrough(peer: str) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:

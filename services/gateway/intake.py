@@ -63,6 +63,13 @@ class ControlBody(_Body):
     operator: str | None = None
 
 
+class ResumeBody(ControlBody):
+    """`drop_held`: drop the steps a routing hold kept instead of retrying them (see
+    `schemas.messages.ControlInstance`)."""
+
+    drop_held: bool = False
+
+
 def _invalid(exc: ValidationError) -> Invalid:
     details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
     return Invalid("request body is invalid", code="invalid_request", details=details)
@@ -99,8 +106,8 @@ class Intake:
     async def control(self, instance_id: str, action: InstanceAction,
                       body: ControlBody) -> dict[str, str]:
         try:
-            msg = ControlInstance(instance_id=instance_id, action=action, reason=body.reason,
-                                  operator=body.operator)
+            msg = ControlInstance(instance_id=instance_id, action=action,
+                                  **body.model_dump(exclude_none=True))
         except ValidationError as exc:
             raise _invalid(exc) from exc
         event_id = await self._send(self.settings.requests_topic, instance_id,

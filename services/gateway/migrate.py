@@ -1,8 +1,9 @@
 """Instance migration over HTTP: one instance or a filtered batch, with a dry run.
 
 The plan comes from `schemas.migration.plan_migration`, the same rule the router applies, fed
-from the journey read model (active steps, visit table) and the two process versions from the
-definitions service. A dry run only answers the plan; otherwise instances whose plan is ok get
+from the journey read model (active steps, visit table, and inside parallel blocks the lanes
+and split visits the router's events carry as `parallel`) and the two process versions from
+the definitions service. A dry run only answers the plan; otherwise instances whose plan is ok get
 a `flowline.instance.migrate.v1` request, and the router checks again against its own state
 (the read model may trail it by a moment) before it moves anything.
 
@@ -77,7 +78,9 @@ class Migrations:
                            details={"process": key, "version": missing})
         visits: dict[str, int] = instance.get("visits") or {}
         active = {step: visits.get(step, 1) for step in instance.get("active_steps") or []}
-        plan = plan_migration(active, visits, source, target, body.step_map or None)
+        parallel = instance.get("parallel") or {}  # the router's lanes and splits, if any
+        plan = plan_migration(active, visits, source, target, body.step_map or None,
+                              lanes=parallel.get("lanes"), splits=parallel.get("splits"))
         if instance.get("status") not in MIGRATABLE:
             plan = plan.model_copy(update={"ok": False, "problems": [
                 f"instance is {instance.get('status')}", *plan.problems]})

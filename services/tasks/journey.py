@@ -61,6 +61,8 @@ def apply_event(rows: BatchRows, ev: InstanceEvent, now: datetime) -> None:
         row.visits = dict(ev.visits)
     if ev.reason and ev.kind in (K.HELD, K.RESUMED, K.CANCELLED):
         row.reason = ev.reason
+    if ev.parallel is not None:  # the router's latest; empty once it left its last block
+        row.parallel = ev.parallel.dump() if ev.parallel.lanes or ev.parallel.splits else None
     row.updated_at = max(row.updated_at, at)
 
     if ev.kind == K.STEP_ENTERED and ev.step:
@@ -76,6 +78,8 @@ def apply_event(rows: BatchRows, ev: InstanceEvent, now: datetime) -> None:
             if visit.exited_at is None:
                 visit.exited_at = at
         row.active_steps = []
+        if row.parallel is not None:  # an ended instance is in no block, whatever came before
+            row.parallel = None
         inbox.retire_instance(rows, row.instance_id, at)
 
 

@@ -112,6 +112,9 @@ class Instance(Base):
     work_order: Mapped[str | None] = mapped_column(String(200))
     active_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
     visits: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    # The router's lanes and splits while the instance is inside a parallel block (the latest
+    # `parallel` of its events), None outside: a migration dry run checks them.
+    parallel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: started not seen
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

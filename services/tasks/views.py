@@ -61,6 +61,7 @@ def instance_view(row: Instance, journey: Sequence[Visit] | None = None) -> dict
         "work_order": row.work_order,
         "active_steps": row.active_steps,
         "visits": row.visits,
+        "parallel": row.parallel,
         "reason": row.reason,
         "started_at": iso(row.started_at),
         "updated_at": iso(row.updated_at),

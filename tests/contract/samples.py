@@ -56,7 +56,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
                       "work_order": "WO-9", "priority": "high", "context": {"line": 2}},
     topics.CANCEL_V1: _control("cancel"),
     topics.HOLD_V1: _control("hold"),
-    topics.RESUME_V1: _control("resume"),
+    topics.RESUME_V1: {**_control("resume"), "drop_held": True},
     topics.MIGRATE_V1: {**_control("migrate"), "to_version": 2,
                         "step_map": {"receive": "intake"}},
     topics.COMPLETED_V1: {"instance_id": "i-1", "step": "inspect", "visit": 1, "outcome": "fail",
@@ -76,3 +76,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "at": _AT},
     **{t: _instance_event(t.split(".")[2]) for t in topics.INSTANCE_EVENTS.types},
 }
+# The optional fields of a resume with `drop_held` and of an instance inside a parallel block.
+SAMPLES[topics.instance_event_type("resumed")] = {
+    **_instance_event("resumed"), "dropped": ["inspect"],
+    "reason": "line stop; dropped held inspect (branch b of split/1 closed)"}
+SAMPLES[topics.instance_event_type("step_entered")] = {
+    **_instance_event("step_entered"), "parallel": {
+        "lanes": {"inspect": {"split": "split/1", "branch": "inspect"}},
+        "splits": {"split/1": {"step": "split", "branches": ["inspect", "label"],
+                               "arrived": ["label"], "ended": [], "join": "join",
+                               "join_visit": 1, "outer": None}}}}

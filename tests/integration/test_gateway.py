@@ -12,15 +12,27 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from schemas.messages import ProcessRef, StepCommand
-from schemas.topics import CANCEL_V1, COMMAND_V1, COMPLETED_V1, HOLD_V1, START_V1
+from schemas.topics import (
+    CANCEL_V1,
+    COMMAND_V1,
+    COMPLETED_V1,
+    HOLD_V1,
+    RESUME_V1,
+    START_V1,
+    instance_event_type,
+)
 from services.common.brokers import ensure_topics
 from services.common.envelopes import Decoded, decode
 from services.common.kafka import EventProducer, topic_table
 from services.common.settings import Settings
+from services.definitions.api import create_app as create_definitions
 from services.gateway.api import create_app as create_gateway
 from services.tasks.api import create_app as create_tasks
 from tests.conftest import async_wait_for, free_port
 from tests.conftest import serve_app as serve
+from tests.unit.flows import World
+from tests.unit.graphs import compiled
+from tests.unit.test_routing_migration import par
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +134,22 @@ async def test_completions_and_control_are_produced(gateway: httpx.AsyncClient,
     assert event.type == CANCEL_V1
 
 
+async def test_resume_with_drop_held_is_produced_and_without_it_reads_as_before(
+        gateway: httpx.AsyncClient, topics: Settings) -> None:
+    r = await gateway.post("/v1/instances/part-8/resume",
+                           json={"drop_held": True, "reason": "b is covered", "operator": "op-2"})
+    assert r.status_code == 202 and r.json()["action"] == "resume"
+    dropping = r.json()["event_id"]
+    _, event = await consume_until(topics, topics.requests_topic, lambda e: e.id == dropping)
+    assert event.type == RESUME_V1
+    assert event.data == {"instance_id": "part-8", "action": "resume", "reason": "b is covered",
+                          "operator": "op-2", "drop_held": True}
+    r = await gateway.post("/v1/instances/part-8/resume")
+    plain = r.json()["event_id"]
+    _, event = await consume_until(topics, topics.requests_topic, lambda e: e.id == plain)
+    assert event.data == {"instance_id": "part-8", "action": "resume"}
+
+
 @pytest.mark.parametrize(("path", "body"), [
     ("/v1/instances", {}),
     ("/v1/instances", {"process": "reman", "subject": {"type": "part"}}),
@@ -134,6 +162,9 @@ async def test_completions_and_control_are_produced(gateway: httpx.AsyncClient,
     ("/v1/instances/x/completions", {"outcome": "pass"}),
     ("/v1/instances/x/completions", {"step": "s", "visit": 0}),
     ("/v1/instances/x/hold", {"reason": 5}),
+    ("/v1/instances/x/hold", {"drop_held": True}),  # a resume option only
+    ("/v1/instances/x/resume", {"drop_held": "maybe"}),
+    ("/v1/instances/x/resume", {"drop_held": [True]}),
 ])
 async def test_bad_bodies_are_422_json(gateway: httpx.AsyncClient, path: str, body: Any) -> None:
     r = await gateway.post(path, json=body)
@@ -202,3 +233,50 @@ async def test_tasks_pass_through(stack: httpx.AsyncClient, topics: Settings) ->
     assert event.data["outcome"] == "pass" and event.data["operator"] == "ann"
     wip = await stack.get("/v1/analytics/wip")
     assert wip.status_code == 200 and "steps" in wip.json()
+
+
+@pytest.fixture()
+async def full(topics: Settings, tasks_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in front of running definitions and tasks services."""
+    with serve(create_definitions(topics)) as definitions_url, \
+            serve(create_gateway(topics.model_copy(update={
+                "tasks_url": tasks_url, "definitions_url": definitions_url}))) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
+
+
+async def test_a_dry_run_inside_a_parallel_block_checks_the_block(
+        full: httpx.AsyncClient, topics: Settings) -> None:
+    """v2 renames the join; the active steps a and b exist in v2, so only the parallel state
+    (folded by the tasks service from the router's events) shows that the move would fail."""
+    for graph in (par(), par(join="merge")):
+        assert (await full.post("/v1/processes", json=graph)).status_code == 201
+        assert (await full.post("/v1/processes/par/approve")).status_code == 200
+    w = World(compiled(par()))  # the routing core, as the router runs it, for instance p1
+    producer = EventProducer(topics, "test-router")
+    await producer.start()
+    try:
+        for ev in w.start("par").events:
+            await producer.send(topics.instance_events_topic, ev.instance_id,
+                                instance_event_type(ev.kind), ev.dump())
+    finally:
+        await producer.stop()
+
+    async def folded() -> dict[str, Any] | None:
+        r = await full.get("/v1/instances/p1")
+        return r.json() if r.status_code == 200 and r.json().get("parallel") else None
+
+    instance = await async_wait_for(folded)
+    assert instance["active_steps"] == ["a", "b"]
+    assert set(instance["parallel"]["lanes"]) == {"a", "b"}
+    r = await full.post("/v1/instances/p1/migrate", json={"to_version": 2, "dry_run": True})
+    assert r.status_code == 200, r.text
+    plan = r.json()["plan"]
+    assert plan["ok"] is False
+    assert any("split 'split' joins at join in v1 but at merge in v2" in p
+               for p in plan["problems"]), plan
+    r = await full.post("/v1/instances/p1/migrate", json={"to_version": 2})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_migratable"
+    mapped = await full.post("/v1/instances/p1/migrate", json={
+        "to_version": 2, "dry_run": True, "step_map": {"join": "merge"}})
+    assert mapped.json()["plan"]["ok"] is True, mapped.text

@@ -18,11 +18,22 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.messages import InstanceEvent, InstanceEventKind, ProcessRef, StepCommand
+from schemas.messages import (
+    ControlInstance,
+    InstanceAction,
+    InstanceEvent,
+    InstanceEventKind,
+    ProcessRef,
+    StepCommand,
+)
 from services.common import migrate
 from services.common.db import make_engine, make_sessionmaker
+from services.router.routing import Decision
 from services.tasks import inbox, journey
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
+from tests.unit.flows import World
+from tests.unit.graphs import compiled
+from tests.unit.test_routing_parallel import split_join
 
 K = InstanceEventKind
 P = ProcessRef(key="reman", version=1)
@@ -167,3 +178,37 @@ async def test_many_instances_in_one_batch_each_get_their_own_rows(
                                      .where(Visit.exited_at.is_(None)))
     assert statuses == {"completed": 1200, "open": 1200}
     assert open_visits == 1200
+
+
+async def test_the_instance_row_keeps_the_routers_parallel_state_and_clears_it(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Events from the real routing core, folded batch by batch as the consumer would."""
+    w = World(compiled(split_join()))
+
+    async def parallel_of(*decisions: Decision) -> Any:
+        await fold(sessions, events=[e for d in decisions for e in d.events])
+        async with sessions() as s:
+            row = await s.get(Instance, "p1")
+            assert row is not None
+            return row.parallel
+
+    started = w.start("par")
+    kept = await parallel_of(started)
+    assert kept == {"lanes": {"a": {"split": "split/1", "branch": "a"},
+                              "b": {"split": "split/1", "branch": "b"}},
+                    "splits": {"split/1": {"step": "split", "branches": ["a", "b"],
+                                           "arrived": [], "ended": [], "join": None,
+                                           "join_visit": None, "outer": None}}}
+    assert await parallel_of(started) == kept  # a redelivered batch changes nothing
+    arrived = await parallel_of(w.done("a"))
+    assert list(arrived["lanes"]) == ["b"] and arrived["splits"]["split/1"]["arrived"] == ["a"]
+    assert await parallel_of(w.done("b")) is None  # the join fired: out of its last block
+    assert await parallel_of(w.done("after")) is None
+
+    w.start("par", instance="p2")
+    await fold(sessions, events=[e for _, d in w.log[-1:] for e in d.events])
+    w.feed(ControlInstance(instance_id="p2", action=InstanceAction.CANCEL))
+    await fold(sessions, events=w.log[-1][1].events)
+    async with sessions() as s:
+        row = await s.get(Instance, "p2")
+        assert row is not None and row.status == "cancelled" and row.parallel is None

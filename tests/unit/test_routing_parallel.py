@@ -8,6 +8,7 @@ from schemas.messages import ControlInstance, InstanceAction, RejectReason
 from services.router.routing import InstanceState, parallel
 from tests.unit.flows import DONE, SCRAPPED, START, World, process, qa, task
 from tests.unit.graphs import compiled
+from tests.unit.test_routing_migration import migrated, par
 
 SPLIT = {"id": "split", "type": "parallel"}
 JOIN = {"id": "join", "type": "join"}
@@ -269,3 +270,46 @@ def test_decide_does_not_mutate_the_state_it_is_given():
     w.done("a")
     assert w.state() is not given
     assert given.to_dict() == snapshot and given.splits["split/1"]["arrived"] == []
+
+
+# --- the parallel state on instance events (for the journey read model) -----------------------
+
+
+def test_the_last_event_of_each_decision_inside_a_block_carries_the_parallel_state():
+    w = World(compiled(split_join()))
+    started = w.start("par")
+    assert [e.parallel is not None for e in started.events] == [
+        False] * (len(started.events) - 1) + [True]
+    snapshot = started.events[-1].parallel
+    assert snapshot is not None
+    assert snapshot.lanes == {"a": {"split": "split/1", "branch": "a"},
+                              "b": {"split": "split/1", "branch": "b"}}
+    assert snapshot.splits["split/1"]["branches"] == ["a", "b"]
+    arrived = w.done("a").events[-1].parallel
+    assert arrived is not None and arrived.splits["split/1"]["arrived"] == ["a"]
+    assert list(arrived.lanes) == ["b"]
+    left = w.done("b")  # the join fires: the instance leaves its last block
+    assert left.events[-1].parallel is not None
+    assert left.events[-1].parallel.dump() == {"lanes": {}, "splits": {}}
+    after = w.done("after")  # outside any block, it costs nothing again
+    assert all(e.parallel is None for e in after.events)
+
+
+def test_instances_that_never_split_carry_no_parallel_state():
+    w = World(compiled(process("plain", [START, task("a"), DONE],
+                               [("start", "a"), ("a", "done")])))
+    events = [*w.start("plain").events, *w.done("a").events]
+    assert all(e.parallel is None and "parallel" not in e.dump() for e in events)
+
+
+def test_cancel_and_migrate_inside_a_block_carry_the_new_parallel_state():
+    w = World(compiled(par()))
+    w.start("par")
+    out = migrated(w, compiled(par(b="b2"), version=2), {"b": "b2"})
+    (event,) = out.events
+    assert event.kind == "migrated" and event.parallel is not None
+    assert set(event.parallel.lanes) == {"a", "b2"}
+    assert event.parallel.splits["split/1"]["branches"] == ["a", "b2"]
+    cancelled = w.feed(ControlInstance(instance_id="p1", action=InstanceAction.CANCEL))
+    assert cancelled.events[-1].parallel is not None
+    assert cancelled.events[-1].parallel.dump() == {"lanes": {}, "splits": {}}

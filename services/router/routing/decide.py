@@ -49,13 +49,17 @@ completions, retries the kept tokens in order through the same entering code, so
 events are those they would have had; a token that meets its problem again is kept again and the
 instance is held again with the reason. A migrate may fix the problem first (a held instance may
 migrate once nothing is deferred; kept tokens follow its `step_map`); a cancel or any end drops
-what was kept. A hold raised while choosing the edge out of a completed step (a condition with a
-missing measurement or a unit mismatch) keeps nothing: the step stays active at its visit, and
-after the resume a new completion that carries what was missing routes on.
+what was kept. A resume with `drop_held` drops the kept tokens instead of retrying them (a
+token on a parallel branch closes its branch, so the join still fires once the others are in;
+see `_Run._resume_dropping`), for holds nothing can fix, such as two branches reaching a step
+that is already active. A hold raised while choosing the edge out of a completed step (a
+condition with a missing measurement or a unit mismatch) keeps nothing: the step stays active at
+its visit, and after the resume a new completion that carries what was missing routes on.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,6 +71,7 @@ from schemas.messages import (
     InstanceAction,
     InstanceEvent,
     InstanceEventKind,
+    ParallelState,
     ParentRef,
     ProcessRef,
     RejectReason,
@@ -245,13 +250,26 @@ class _Run:
         self.requests: list[Request] = []
         self.branch_ended: tuple[str, int] | None = None  # the last `completed` branch end
         self.source = event_id  # what events name as their cause: a deferred completion's id
+        self.had_parallel = bool(state.lanes or state.splits)  # see `done`
 
     # --- outputs -----------------------------------------------------------------------------
 
     def done(self) -> Decision:
-        self.state.updated_at = self.at
-        self.state.remember(self.event_id)
-        return Decision(self.state, self.commands, self.events, requests=self.requests)
+        """The decision; its last event carries the parallel state when there is (or was) one.
+
+        So a read model (the tasks service's journey) can keep the lanes and splits an instance
+        inside a parallel block has, for a migration dry run to check them as the router will,
+        and clear them when it leaves its last block (then `parallel` is empty). Instances that
+        never enter a parallel block pay nothing: their events carry no `parallel`.
+        """
+        s = self.state
+        s.updated_at = self.at
+        s.remember(self.event_id)
+        if self.events and (self.had_parallel or s.lanes or s.splits):
+            snapshot = ParallelState.model_validate(
+                {"lanes": copy.deepcopy(s.lanes), "splits": copy.deepcopy(s.splits)})
+            self.events[-1] = self.events[-1].model_copy(update={"parallel": snapshot})
+        return Decision(s, self.commands, self.events, requests=self.requests)
 
     def reject(self, reason: RejectReason, detail: str, step: str | None = None) -> Decision:
         """The instance stays as it was; the rejection is visible on its event stream too."""
@@ -346,7 +364,9 @@ class _Run:
             return self._hold(f"edge leads to unknown step {target!r}", token)
         if target in s.active:
             return self._hold(f"two branches reached {target}, which is already active: "
-                              "parallel branches cannot share a step", token)
+                              "parallel branches cannot share a step; resume with drop_held "
+                              f"to go on with the active {target}, or migrate or cancel the "
+                              "instance", token)
         if step.type == StepType.JOIN:
             problem = parallel.join_problem(s, lane, target)
             if problem:
@@ -651,12 +671,51 @@ class _Run:
             if s.status != ON_HOLD:
                 return self.reject(RejectReason.INVALID_TRANSITION,
                                    f"cannot resume an instance that is {s.status}")
+            held, s.pending = s.pending, []
+            if c.drop_held and held:
+                return self._resume_dropping(c, held)
             s.status, s.hold_reason = RUNNING, None
             self.event(InstanceEventKind.RESUMED, reason=c.reason, operator=c.operator,
                        status=RUNNING)
-            held, s.pending = s.pending, []
             self._apply_deferred()
             self._retry(held)
+        return self.done()
+
+    def _resume_dropping(self, c: ControlInstance, held: list[Pending]) -> Decision:
+        """Resume without the tokens a routing hold kept: the instance goes on with what it has.
+
+        `resumed` names the dropped steps (`dropped`, and in `reason` after the operator's own
+        words). The deferred completions apply first, as at any resume. A dropped token on a
+        parallel branch closes that branch as if it had ended at a `completed` terminal
+        (parallel.end): e.g. when two branches reached X, the branch that found X active is
+        closed and the one that entered X carries on; the join then fires once every other
+        branch has arrived or ended, as always, never before. If every other branch already
+        waits at the join, it fires now and routing goes on from it. Refusing instead would
+        leave the operator only migrate or cancel for a hold no migration can fix (X stays
+        active), and keeping the branch open would leave the join waiting forever.
+
+        Refused (`invalid_transition`, nothing changes) when dropping would leave the running
+        instance waiting on no step at all: nothing could ever complete it, so the operator
+        must migrate it to a version that routes the token, or cancel it.
+        """
+        s = self.state
+        s.status, s.hold_reason = RUNNING, None
+        steps = [p["step"] for p in held]
+        note = "dropped held " + ", ".join(_described(p) for p in held)
+        self.event(InstanceEventKind.RESUMED, operator=c.operator, status=RUNNING,
+                   reason=f"{c.reason}; {note}" if c.reason else note, dropped=steps)
+        self._apply_deferred()
+        for p in held:
+            if s.status in (COMPLETED, CANCELLED):
+                break
+            self.branch_ended = None
+            for token in self._fired(parallel.end(s, p["lane"])):
+                self.enter(*token)
+        if s.status == RUNNING and not s.active and not s.pending:
+            return self.reject(RejectReason.INVALID_TRANSITION,
+                               f"dropping the held step(s) {', '.join(steps)} would leave "
+                               f"instance {s.instance_id} waiting on no step: migrate it to a "
+                               "version that routes them, then resume, or cancel it")
         return self.done()
 
 
@@ -670,6 +729,13 @@ def _renamed(p: Pending, step_map: dict[str, str]) -> Pending:
         split, visit = lane["split"].rsplit("/", 1)
         lane = Lane(split=f"{step(split)}/{visit}", branch=step(lane["branch"]))
     return Pending(step=step(p["step"]), reason=p["reason"], lane=lane, leave=p["leave"])
+
+
+def _described(p: Pending) -> str:
+    """A dropped token, for the `resumed` reason: its step and, if any, the branch it closed."""
+    lane = p["lane"]
+    where = "" if lane is None else f" (branch {lane['branch']} of {lane['split']} closed)"
+    return f"{p['step']}{where}"
 
 
 def _step_visit(d: Deferred) -> tuple[str, int | None]:
