@@ -29,7 +29,8 @@ def markdown(result: dict[str, Any]) -> str:
     meta = result["meta"]
     m = meta["machine"]
     lines = [
-        f"# Flowline bench {meta['started_at']} ({meta['mode']}, {meta['broker']['kind']})",
+        f"# Flowline bench {meta['started_at']} ({meta['mode']}, {meta['broker']['kind']}, "
+        f"{meta.get('guarantee', 'at_least_once')})",
         "",
         f"`{meta['command']}` — commit {m['commit']}{' (dirty)' if m['dirty'] else ''}, "
         f"{m['nproc']} cores ({m['cpu_model']}), {m['memory_mb']} MB, Python {m['python']}, "

@@ -4,6 +4,7 @@
     python -m bench.run --quick               # seconds per scenario (the smoke test uses this)
     python -m bench.run --broker tansu --only raw,throughput
     python -m bench.run --profile             # py-spy on the router during `throughput`
+    FLOWLINE_ROUTER_GUARANTEE=exactly_once python -m bench.run --only throughput,recovery
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bench.brokers import broker_data_dir, broker_pid, broker_version, make_brok
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
 from bench.scenarios import fold, inbox, latency, memory, raw, recovery, scaling, throughput
+from services.common.settings import Settings
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "sizes": vars(sizes),
             "broker": {"kind": broker.kind, "version": ctx.broker_version},
+            # FLOWLINE_ROUTER_GUARANTEE=exactly_once in the environment reaches every router
+            "guarantee": Settings().router_guarantee,
             "machine": machine,
         },
         "scenarios": scenarios,

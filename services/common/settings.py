@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     # without a rebalance (bench: kill -9 → routing again 6.0 → 3.2-4.3 s on Apache Kafka).
     # Off by default: Tansu 0.6 never completes a second static member's join.
     router_instance_id: str | None = None
+    # "exactly_once": faust's transactions (Apache Kafka only: Tansu 0.6 has none). A batch's
+    # outputs, its instances' new states and its input offsets commit together, so a reader
+    # with isolation.level=read_committed sees each output once, even across a kill -9.
+    # "at_least_once" (the default, every broker): a replay may repeat an output, with the
+    # same id and content, and consumers dedupe by id.
+    router_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: str = "INFO"
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 

@@ -90,6 +90,7 @@ class Out:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    source: int = 0  # the input partition whose record made it: its transaction, if any
 
 
 @dataclass
@@ -250,19 +251,21 @@ class Router:
             headers, value = encode(COMMAND_V1, command.dump(), service=SERVICE,
                                     event_id=command.command_id, subject=command.instance_id,
                                     time=_parse(command.entered_at))
-            out.append(Out(s.commands_topic, command.instance_id.encode(), value, headers))
+            out.append(Out(s.commands_topic, command.instance_id.encode(), value, headers,
+                           msg.partition))
             metrics.COMMANDS.labels(command.step_type).inc()
         for n, ev in enumerate(decision.events):
             headers, value = encode(instance_event_type(ev.kind.value), ev.dump(),
                                     service=SERVICE, event_id=f"{ev.source_event_id}/{n}",
                                     subject=ev.instance_id, time=_parse(ev.at))
-            out.append(Out(s.instance_events_topic, ev.instance_id.encode(), value, headers))
+            out.append(Out(s.instance_events_topic, ev.instance_id.encode(), value, headers,
+                           msg.partition))
         # Messages to the router's own inputs: a subprocess step starts its child (id
         # "start:<child>", so a replay starts it once), a child that ended completes its
         # parent's step and an ended parent cancels its children (id "<this event's
         # id>/req/<n>", deterministic like the rest).
         for n, request in enumerate(getattr(decision, "requests", None) or ()):
-            out.append(self._request(request, f"{ce.id}/req/{n}", ce.time))
+            out.append(self._request(request, f"{ce.id}/req/{n}", ce.time, msg.partition))
         if decision.rejection:
             out.append(self._dead_letter(msg, decision.rejection.reason,
                                          decision.rejection.detail))
@@ -270,7 +273,7 @@ class Router:
         return out
 
     def _request(self, request: StartInstance | StepCompletion | ControlInstance,
-                 event_id: str, at: datetime) -> Out:
+                 event_id: str, at: datetime, source: int) -> Out:
         s = self.settings
         iid = request.instance_id
         if isinstance(request, StartInstance):
@@ -283,7 +286,7 @@ class Router:
             raise TypeError(f"the router cannot send a {type(request).__name__} to itself")
         headers, value = encode(ce_type, request.dump(), service=SERVICE,
                                 event_id=event_id, subject=iid, time=at)
-        return Out(topic, iid.encode(), value, headers)
+        return Out(topic, iid.encode(), value, headers, source)
 
     def _dead_letter(self, msg: Any, reason: RejectReason, detail: str) -> Out:
         log.warning("rejected %s[%s]@%s: %s %s", msg.topic, msg.partition, msg.offset,
@@ -293,7 +296,8 @@ class Router:
             key=msg.key, headers=msg.headers, value=msg.value, reason=reason, detail=detail)
         headers, value = encode(DEAD_LETTER_V1, data, service=SERVICE,
                                 event_id=f"{msg.topic}/{msg.partition}/{msg.offset}")
-        return Out(self.settings.dead_letters_topic, key.encode(), value, headers)
+        return Out(self.settings.dead_letters_topic, key.encode(), value, headers,
+                   msg.partition)
 
     async def _deliver(self, outputs: list[Out]) -> None:
         """Send every record without waiting, then wait for all acks at once.
@@ -304,6 +308,8 @@ class Router:
         record too large for the broker, which no retry can deliver: it is logged and
         counted, and the rest of the batch goes on (else one record would stop the router).
         """
+        if self.app.in_transaction:
+            return await self._deliver_in_transactions(outputs)
         delay = 0.1
         while True:
             producer = self.app.producer
@@ -340,6 +346,26 @@ class Router:
                       "%.1fs", type(failure).__name__, failure, len(outputs), delay)
             await asyncio.sleep(delay)
             delay = min(2 * delay, RETRY_MAX_DELAY)
+
+    async def _deliver_in_transactions(self, outputs: list[Out]) -> None:
+        """Send each output in its input partition's transaction and wait for the acks.
+
+        A failed send leaves its transaction unable to commit, so nothing is retried here:
+        the worker stops (faust's `crash`), and the restarted one aborts what was open (a
+        new producer with the same transactional id fences the old) and routes the batch's
+        records again from the committed offsets.
+        """
+        tm: Any = self.app.consumer.transactions  # transport._TransactionManager
+        try:
+            sent = [await tm.send(o.topic, o.key, o.value, None, None, o.headers,
+                                  transactional_id=tm.for_partition(o.source))
+                    for o in outputs]
+            await asyncio.gather(*sent)
+        except Exception as exc:
+            log.critical("a transaction could not take the batch's outputs (%s: %s); "
+                         "stopping, a restart routes the batch again", type(exc).__name__, exc)
+            await self.app.crash(exc)
+            raise
 
     def _unsendable(self, out: Out, exc: BaseException) -> None:
         metrics.UNSENDABLE.labels(out.topic).inc()
@@ -412,6 +438,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         # tables and routes (bench, kill -9 → first command: 1.0 s → 0: about -0.5 s).
         stream_recovery_delay=0.0,
         consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.router_guarantee,
         table_standby_replicas=0,
         web_enabled=True,
         web_bind="127.0.0.1",
@@ -437,10 +464,12 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
     @app.agent(inputs, name="route")
     async def route(stream: Any) -> None:
         async for events in batches(stream, BATCH_MAX):
-            healer.saw_event()
-            await router.handle_batch(events)
-            for event in events:  # only now: outputs acknowledged, states stored
-                await stream.ack(event)
+            consumer: Any = app.consumer  # transport._Consumer
+            async with consumer.batch_guard:  # a transaction's commit waits for this
+                healer.saw_event()
+                await router.handle_batch(events)
+                for event in events:  # only now: outputs acknowledged, states stored
+                    await stream.ack(event)
 
     @app.timer(interval=1.0)
     async def _heal_stalls() -> None:

@@ -21,10 +21,27 @@
 4. Static membership, when `FLOWLINE_ROUTER_INSTANCE_ID` names this worker: a restarted worker
    rejoins as the same member and keeps its partitions, without waiting for its old session
    to expire and a rebalance (Apache Kafka; see `Settings.router_instance_id`).
+
+5. Transactions that hold exactly one input partition's work (`exactly_once`, Apache Kafka).
+   faust keeps one transactional producer per input partition and commits each partition's
+   offsets in its transaction, but in 0.15.3 (measured 2026-11-22):
+   - it hands aiokafka's `send_offsets_to_transaction` its own `TP` tuples, which aiokafka
+     refuses, so no transaction ever committed;
+   - it picks a record's transaction from the *output* topic's partition and topic group, so
+     a command keyed by another instance, a dead letter, or a changelog write (the changelog
+     is a topic group of its own) landed in a transaction that the input's offset commit
+     never closed, and after a kill -9 those states were gone;
+   - it commits on its own timer, which may fall between a batch's outputs and the write of
+     its states: a crash then replays the batch against the old states and its outputs come
+     out a second time, committed.
+   Here every record goes into the transaction of the input partition it comes from (the
+   router names it; a changelog write's partition is its input's), and a commit waits for the
+   batch in progress (`batch_guard`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -34,6 +51,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import drivers
+from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.common.settings import Settings
@@ -120,6 +138,25 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._log_starts: dict[Any, int] = {}
         self._empty: defaultdict[Any, list[tuple[int, int]]] = defaultdict(list)
+        self._batch_guard: asyncio.Lock | None = None
+
+    @property
+    def batch_guard(self) -> asyncio.Lock:
+        """Held by the router from taking a batch until its records are acked.
+
+        With transactions a commit waits for it: a transaction then never holds a batch's
+        outputs without its states and input offsets.
+        """
+        if self._batch_guard is None:
+            self._batch_guard = asyncio.Lock()
+        return self._batch_guard
+
+    async def _commit_offsets(self, offsets: Mapping[Any, int],
+                              start_new_transaction: bool = True) -> bool:
+        if not self.in_transaction:
+            return bool(await super()._commit_offsets(offsets, start_new_transaction))
+        async with self.batch_guard:
+            return bool(await super()._commit_offsets(offsets, start_new_transaction))
 
     def commit_start(self, tp: Any) -> int | None:
         """The next offset to commit from: the committed one, else the start of the log."""
@@ -165,8 +202,47 @@ class _Consumer(faust_aiokafka.Consumer):
             await self.seek(tp, start)
 
 
+class _Producer(faust_aiokafka.Producer):
+    async def commit_transactions(self, tid_to_offset_map: Mapping[str, Mapping[Any, int]],
+                                  group_id: str, start_new_transaction: bool = True) -> None:
+        """faust's, with the offsets keyed by aiokafka's `TopicPartition`, which it requires."""
+        await super().commit_transactions(
+            {tid: {TopicPartition(tp.topic, tp.partition): offset
+                   for tp, offset in offsets.items()}
+             for tid, offsets in tid_to_offset_map.items()},
+            group_id, start_new_transaction=start_new_transaction)
+
+
+class _TransactionManager(TransactionManager):
+    def for_partition(self, partition: int) -> str:
+        """The transactional id of input partition `partition`: faust's own naming, which its
+        offset commit and its producers (started per assigned input partition) use."""
+        assignor: Any = self.app.assignor
+        groups = {assignor.group_for_topic(t) for t in assignor._topic_groups
+                  if self.app.topics.acks_enabled_for(t)}
+        if len(groups) != 1:
+            raise RuntimeError(f"the router's inputs are in topic groups {sorted(groups)}; "
+                               "transactions need them in one")
+        return f"{self.app.conf.id}-{groups.pop()}-{partition}"
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, timestamp: float | None, headers: Any, *,
+                   transactional_id: str | None = None) -> Any:
+        """Send in the transaction named, or else in that of the partition the record goes
+        to: a changelog write goes to its input record's partition (`batches.as_current`)."""
+        if transactional_id is None:
+            if partition is None:
+                raise RuntimeError(f"a record for {topic} names neither its transaction nor "
+                                   "its partition")
+            transactional_id = self.for_partition(partition)
+        return await self.producer.send(topic, key, value, partition, timestamp, headers,
+                                        transactional_id=transactional_id)
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
+    TransactionManager = _TransactionManager
 
 
 def register() -> None:

@@ -7,6 +7,10 @@ them is unrouted and the rest arrives while it is down. Afterwards:
 - the de-duplicated command stream equals the core's, command by command;
 - a command emitted twice (a replay after the kill) has the same content both times;
 - every part ended where the core says, with the same terminal status and visit table.
+
+With `exactly_once` (Apache Kafka's transactions) a reader that sees only committed records
+(isolation.level=read_committed) gets every command exactly once, kill -9 or not, while a
+plain reader may also see the copies an aborted transaction left in the log.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.stack import prepare
 from bench.workload import process_version
@@ -123,6 +127,7 @@ class Collector:
         self.commands: dict[str, list[bytes]] = {}
         self.ends: dict[str, dict[str, Any]] = {}
         self.visits: dict[str, dict[str, int]] = {}  # the last visit table each part showed
+        self.log_ends: dict[TopicPartition, int] = {}  # end offsets once everything was read
 
     async def poll(self, consumer: AIOKafkaConsumer) -> None:
         batches = await consumer.getmany(timeout_ms=200)
@@ -143,18 +148,21 @@ Action = Callable[[], object]
 
 
 async def run_against_core(settings: Settings, before: dict[int, Action],
-                           after: dict[int, Action]) -> None:
+                           after: dict[int, Action], committed_only: bool = False) -> Collector:
     """Send the simulated records round by round, the way equipment reports: a part's next
     completion goes out once the command of its previous one was seen. `before[k]` runs
     just before round k is sent (records then arrive while, say, the router is down),
-    `after[k]` right after it (with round k in flight)."""
+    `after[k]` right after it (with round k in flight). With `committed_only` commands are
+    read as a transactional consumer reads them, and each must come exactly once."""
     graph = Graph.of(process_version())
     sim = Simulation(graph).run(f"k{uuid.uuid4().hex[:6]}")
     expected, ends = sim.commands, sim.ends
     producer = EventProducer(settings, "e2e-mes")
     consumer = AIOKafkaConsumer(settings.commands_topic, settings.instance_events_topic,
                                 bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                isolation_level="read_committed" if committed_only
+                                else "read_uncommitted")
     seen = Collector(settings)
     topic = {"requests": settings.requests_topic, "completions": settings.completions_topic}
 
@@ -183,6 +191,7 @@ async def run_against_core(settings: Settings, before: dict[int, Action],
             await async_wait_for(lambda: routed(made),  # noqa: B023 (awaited right here)
                                  within=120, what=f"the {len(made)} commands of round {k}")
         await async_wait_for(all_ended, within=60, what="every part's completed event")
+        seen.log_ends = await consumer.end_offsets(list(consumer.assignment()))
     finally:
         await consumer.stop()
         await producer.stop()
@@ -190,11 +199,14 @@ async def run_against_core(settings: Settings, before: dict[int, Action],
     assert set(seen.commands) == set(expected)
     for command_id, values in seen.commands.items():
         assert len(set(values)) == 1, f"{command_id} emitted with different content"
+        if committed_only:
+            assert len(values) == 1, f"{command_id} committed {len(values)} times"
         assert json.loads(values[0]) == expected[command_id], command_id
     for iid, state in ends.items():
         assert seen.ends[iid]["terminal_status"] == state.terminal_status, iid
         assert seen.visits[iid] == state.visits, iid
     assert {s.terminal_status for s in ends.values()} == {"completed", "scrapped", "returned"}
+    return seen
 
 
 async def test_kill_9_mid_stream_matches_the_pure_core(router: Stack) -> None:
@@ -226,3 +238,32 @@ async def test_a_second_router_joins_then_the_first_dies(broker: Any, tmp_path: 
             2: lambda: b.start(("router",), timeout=90),  # joins: a rebalance mid-stream
             5: lambda: a.kill("router"),  # leaves by crashing: b takes every partition
         })
+
+
+@pytest.fixture()
+def transactional_router(broker: Any, tmp_path: Path) -> Iterator[Stack]:
+    if broker.kind != "kafka":
+        pytest.skip("transactions need Apache Kafka (Tansu 0.6 has none)")
+    settings = router_settings(broker, tmp_path).model_copy(
+        update={"router_guarantee": "exactly_once"})
+    asyncio.run(prepare(settings))
+    with Stack(settings) as stack:
+        yield stack
+
+
+async def test_exactly_once_commits_each_command_once_across_kill_9(
+        transactional_router: Stack) -> None:
+    router = transactional_router
+    router.start(("router",), timeout=90)
+
+    def kill_and_restart() -> None:
+        router.kill("router")  # the open transactions die with it; the restart aborts them
+        router.start_service("router")
+
+    seen = await run_against_core(router.settings, before={}, committed_only=True,
+                                  after={2: kill_and_restart, 5: kill_and_restart})
+    # Transactions were in use: each commit leaves a marker in the log, so the commands
+    # topic's offsets run past the records a committed read returns.
+    ends = sum(end for tp, end in seen.log_ends.items()
+               if tp.topic == router.settings.commands_topic)
+    assert ends > sum(len(values) for values in seen.commands.values())
