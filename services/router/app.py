@@ -141,6 +141,9 @@ class Router:
                 self.table[iid] = stored_value(state)
             if iid in batch.new:
                 self.added(event.message.partition)
+        if self.app.in_transaction:  # into the transaction before the batch is acked
+            producer: Any = self.app.producer  # transport._Producer
+            await producer.publish_held()
         done = time.perf_counter()
         for kind, result, started in batch.results:
             metrics.EVENTS.labels(kind, result).inc()
