@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 
     @property
+    def isolation_level(self) -> str:
+        """How Flowline's own consumers read the router's outputs: only committed records
+        when the router runs transactions, else a completion could answer a command whose
+        transaction a crash then aborts, and reach the router before the replayed start."""
+        return "read_committed" if self.router_guarantee == "exactly_once" \
+            else "read_uncommitted"
+
+    @property
     def router_app_id(self) -> str:
         """The faust app id: names the router's consumer group and changelog topics."""
         return self.router_id or f"{self.topic_prefix}router"

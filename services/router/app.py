@@ -454,8 +454,9 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                       options=dict(ROCKSDB))
     if view is None:  # not `or`: an empty view has len 0 and is falsy
         view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    transactions = settings.router_guarantee == "exactly_once"
     healer = StallHealer(app, {settings.requests_topic, settings.completions_topic},
-                         settings.kafka_bootstrap)
+                         settings.kafka_bootstrap, hole_seconds=0.5 if transactions else None)
     gauges = PartitionGauges(app, table, {settings.requests_topic, settings.completions_topic})
     router = Router(settings, app, table, view, busy=healer.saw_event, added=gauges.sizes.added)
     # Both read end offsets through `transport.py`'s one probe consumer, which the consumer
@@ -474,7 +475,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                 for event in events:  # only now: outputs acknowledged, states stored
                     await stream.ack(event)
 
-    @app.timer(interval=1.0)
+    @app.timer(interval=0.25 if transactions else 1.0)
     async def _heal_stalls() -> None:
         async with reading_ends:
             await healer.check()

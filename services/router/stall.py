@@ -6,12 +6,13 @@ end of the log with the commit behind it (after a `kill -9` restart, on Tansu an
 alike; measured 2026-11-22, faust-streaming 0.15.3). `transport.py` never commits past such a
 hole, so nothing is lost, but nothing routes either until someone looks.
 
-The check, every second: a partition whose commit start has acknowledged offsets beyond it, or
-records beyond it while the agent sits idle, has a hole. A hole that stays for `idle_seconds`
-is read directly from the log with a plain consumer: if it holds records, the router seeks
-back and reads them again (records already routed carry event ids the instance state
-remembers, so they are no-ops); if it holds none (transaction markers, compaction), the hole is
-confirmed empty and the commit moves past it.
+The check, every second (4 times a second with transactions): a partition whose commit start
+has acknowledged offsets beyond it, or records beyond it while the agent sits idle, has a hole.
+A hole that stays for `hole_seconds` (3 s; 0.5 s with transactions) is read directly from the
+log with a plain consumer: if it holds records, the router seeks back and reads them again
+(records already routed carry event ids the instance state remembers, so they are no-ops); if
+it holds none (transaction markers, compaction), the hole is confirmed empty and the commit
+moves past it.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ REWINDS = Counter("flowline_router_stall_rewinds_total",
 
 class StallHealer:
     def __init__(self, app: Any, topics: set[str], bootstrap: str,
-                 idle_seconds: float = 3.0) -> None:
+                 idle_seconds: float = 3.0, hole_seconds: float | None = None) -> None:
         self.app = app
         self.topics = topics
         self.bootstrap = bootstrap
         self.idle_seconds = idle_seconds
+        # How long a hole must stay before the log is read. With transactions, holes are
+        # routine (each commit that wrote to an input leaves a marker there) and the
+        # partition's transaction stays open until its commit passes them: be quick.
+        self.hole_seconds = idle_seconds if hole_seconds is None else hole_seconds
         self.last_event = time.monotonic()
         self._holes: dict[Any, tuple[tuple[int, int], float]] = {}
 
@@ -73,7 +78,7 @@ class StallHealer:
             if seen is None or seen[0][0] != gap[0]:
                 self._holes[tp] = (gap, now)
                 continue
-            if now - seen[1] < self.idle_seconds:
+            if now - seen[1] < self.hole_seconds:
                 continue
             del self._holes[tp]
             await self._resolve(consumer, tp, gap)

@@ -81,6 +81,7 @@ class BatchConsumer:
             heartbeat_interval_ms=1000,
             rebalance_timeout_ms=20000,
             fetch_max_wait_ms=100,  # the local broker's fetch polls; keep latency low
+            isolation_level=self.settings.isolation_level,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-consumer")

@@ -281,3 +281,22 @@ def test_state_round_trips_through_its_dict():
     walk_to_inspect(d)
     assert d.state is not None
     assert InstanceState.from_dict(d.state.to_dict()) == d.state
+
+
+def test_an_older_record_is_decided_at_the_instance_last_change_not_back_in_time() -> None:
+    """Records come from several producers (a timer's fired completion carries its due time):
+    one older than the instance's last change must not make its journey run backwards."""
+    d = Driver()
+    d.start()
+    late = T0 + timedelta(seconds=1)
+    assert d.state is not None and d.state.updated_at == late.isoformat()
+    early = decide(G, d.state, StepCompletion(instance_id="p1", step="receive"), "older",
+                   T0 - timedelta(hours=1))
+    assert early.state is not None and early.state.updated_at == late.isoformat()
+    entered = [e for e in early.events if e.kind.value == "step_entered"]
+    assert [e.at for e in entered] == [late.isoformat()]
+    assert [c.entered_at for c in early.commands] == [late.isoformat()]
+    on_time = decide(G, d.state, StepCompletion(instance_id="p1", step="receive"), "newer",
+                     late + timedelta(seconds=5))
+    assert on_time.state is not None
+    assert on_time.state.updated_at == (late + timedelta(seconds=5)).isoformat()

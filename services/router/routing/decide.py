@@ -158,6 +158,7 @@ def decide(
         return _start(graph, state, message, event_id, now)
     if state is None:
         return _reject_unknown(message, event_id, now)
+    now = _not_before(now, state.updated_at)
     if graph is None:
         return _Run(None, state, event_id, now).reject(
             RejectReason.UNKNOWN_PROCESS,
@@ -169,6 +170,20 @@ def decide(
     if message.action == InstanceAction.MIGRATE:
         return run.migrate(message, target)
     return run.control(message)
+
+
+def _not_before(now: datetime, last_change: str) -> datetime:
+    """An instance's clock never runs backwards.
+
+    `now` is the record's own time, and records come from several producers: a timer's
+    fired completion carries its due time but may reach the log after an operator's later
+    completion of the other branch. Decided at its own time, the join it fires would be
+    left before it was entered. Such a record is decided at the instance's last change.
+    """
+    if not last_change:
+        return now
+    previous = datetime.fromisoformat(last_change)
+    return previous if previous > now else now
 
 
 def _start(
