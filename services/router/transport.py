@@ -86,7 +86,11 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         ends = dict(await super()._highwaters(partitions))
         if self.consumer.in_transaction:
-            return await self._committed_ends(ends)
+            # Only the changelogs: recovery waits for their ends. An input's trailing marker
+            # costs the lag gauge one offset and the idle stall check one log read.
+            inputs = self.transport.app.topics.acks_enabled_for
+            logs = {tp: end for tp, end in ends.items() if not inputs(tp.topic)}
+            return {**ends, **await self._committed_ends(logs)} if logs else ends
         return await self._read_ends(ends)
 
     async def _committed_ends(self, ends: dict[Any, int], within: float = 5.0,
