@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # "at_least_once" (the default, every broker): a replay may repeat an output, with the
     # same id and content, and consumers dedupe by id.
     router_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # How long the router's producer waits to fill a request (faust `producer_linger`). 0 keeps
+    # the hop short at low rates; a few ms saves CPU under load (bench/results/NOTES.md).
+    router_linger_ms: float = Field(default=0.0, ge=0, le=1000)
     log_level: str = "INFO"
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 

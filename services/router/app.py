@@ -436,7 +436,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         # The router awaits each batch's acks before the next, and aiokafka batches while a
         # request is in flight: a linger adds latency at low rates (bench: 2 ms saved ~10 %
         # CPU under full load; see bench/results/NOTES.md).
-        producer_linger=0.0,
+        producer_linger=settings.router_linger_ms / 1000,
         # faust waits this long after a rebalance for more members to come before it recovers
         # tables and routes (bench, kill -9 → first command: 1.0 s → 0: about -0.5 s).
         stream_recovery_delay=0.0,
