@@ -27,13 +27,12 @@
    offsets in its transaction, but in 0.15.3 (measured 2026-11-22):
    - it hands aiokafka's `send_offsets_to_transaction` its own `TP` tuples, which aiokafka
      refuses, so no transaction ever committed;
-   - it picks a record's transaction from the *output* topic's partition and topic group, so
-     a command keyed by another instance, a dead letter, or a changelog write (the changelog
-     is a topic group of its own) landed in a transaction that the input's offset commit
-     never closed, and after a kill -9 those states were gone;
+   - it picks a record's transaction from the *output* record's partition, so a record keyed
+     otherwise than its input (a dead letter, a child's start) landed in another partition's
+     transaction, which this input's offset commit does not close;
    - it commits on its own timer, which may fall between a batch's outputs and the write of
      its states: a crash then replays the batch against the old states and its outputs come
-     out a second time, committed.
+     out a second time, committed;
    - its table writes wait in a producer buffer that a task of faust's publishes, and a
      transaction commits without waiting for that task: a commit could take a batch's
      offsets but not its states (measured: states lost across a clean stop).
