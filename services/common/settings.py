@@ -57,8 +57,11 @@ class Settings(BaseSettings):
         """How Flowline's own consumers read the router's outputs: only committed records
         when the router runs transactions, else a completion could answer a command whose
         transaction a crash then aborts, and reach the router before the replayed start."""
-        return "read_committed" if self.router_guarantee == "exactly_once" \
-            else "read_uncommitted"
+        return "read_committed" if self.router_transactions else "read_uncommitted"
+
+    @property
+    def router_transactions(self) -> bool:
+        return self.router_guarantee == "exactly_once"
 
     @property
     def router_app_id(self) -> str:

@@ -434,8 +434,8 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         broker_rebalance_timeout=20,
         broker_commit_interval=1.0,
         # The router awaits each batch's acks before the next, and aiokafka batches while a
-        # request is in flight: a linger adds latency at low rates (bench: 2 ms saved ~10 %
-        # CPU under full load; see bench/results/NOTES.md).
+        # request is in flight: a linger adds latency at low rates and, re-measured in
+        # session 4, saved no CPU under full load (bench/results/NOTES.md).
         producer_linger=settings.router_linger_ms / 1000,
         # faust waits this long after a rebalance for more members to come before it recovers
         # tables and routes (bench, kill -9 → first command: 1.0 s → 0: about -0.5 s).
@@ -454,9 +454,9 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                       options=dict(ROCKSDB))
     if view is None:  # not `or`: an empty view has len 0 and is falsy
         view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
-    transactions = settings.router_guarantee == "exactly_once"
     healer = StallHealer(app, {settings.requests_topic, settings.completions_topic},
-                         settings.kafka_bootstrap, hole_seconds=0.5 if transactions else None)
+                         settings.kafka_bootstrap,
+                         hole_seconds=0.5 if settings.router_transactions else None)
     gauges = PartitionGauges(app, table, {settings.requests_topic, settings.completions_topic})
     router = Router(settings, app, table, view, busy=healer.saw_event, added=gauges.sizes.added)
     # Both read end offsets through `transport.py`'s one probe consumer, which the consumer
@@ -475,7 +475,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                 for event in events:  # only now: outputs acknowledged, states stored
                     await stream.ack(event)
 
-    @app.timer(interval=0.25 if transactions else 1.0)
+    @app.timer(interval=0.25 if settings.router_transactions else 1.0)
     async def _heal_stalls() -> None:
         async with reading_ends:
             await healer.check()

@@ -295,16 +295,24 @@ class _Producer(faust_aiokafka.Producer):
 
 
 class _TransactionManager(TransactionManager):
+    _group: tuple[Any, int] | None = None  # (the assignor's topic groups, the inputs' group)
+
     def for_partition(self, partition: int) -> str:
         """The transactional id of input partition `partition`: faust's own naming, which its
         offset commit and its producers (started per assigned input partition) use."""
-        assignor: Any = self.app.assignor
-        groups = {assignor.group_for_topic(t) for t in assignor._topic_groups
-                  if self.app.topics.acks_enabled_for(t)}
-        if len(groups) != 1:
-            raise RuntimeError(f"the router's inputs are in topic groups {sorted(groups)}; "
-                               "transactions need them in one")
-        return f"{self.app.conf.id}-{groups.pop()}-{partition}"
+        return f"{self.app.conf.id}-{self._inputs_group()}-{partition}"
+
+    def _inputs_group(self) -> int:
+        """The topic group of the router's inputs, found once per assignment (the assignor
+        replaces its topic groups at each one); asked for every record a batch sends."""
+        topic_groups = self.app.assignor._topic_groups  # type: ignore[attr-defined]
+        if self._group is None or self._group[0] is not topic_groups:
+            groups = {g for t, g in topic_groups.items() if self.app.topics.acks_enabled_for(t)}
+            if len(groups) != 1:
+                raise RuntimeError(f"the router's inputs are in topic groups {sorted(groups)}; "
+                                   "transactions need them in one")
+            self._group = (topic_groups, groups.pop())
+        return self._group[1]
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None, timestamp: float | None, headers: Any, *,
