@@ -137,12 +137,18 @@ def reworked() -> dict[str, Any]:
     return g
 
 
-def test_a_second_visit_starts_a_second_child_and_the_old_one_is_stale():
+def on_the_second_child() -> World:
+    """p1's first child failed its check (the parent reworked), and `sub` started a second."""
     w = World(compiled(reworked()), compiled(CHILD))
     w.start("reman")
     w.done("wash", instance="p1/sub/1")
     w.done("check", "fail", instance="p1/sub/1")
     w.done("rework")
+    return w
+
+
+def test_a_second_visit_starts_a_second_child_and_the_old_one_is_stale():
+    w = on_the_second_child()
     assert w.at() == ["sub"] and "p1/sub/2" in w.states
     stale = w.feed(StepCompletion(instance_id="p1", step="sub", visit=1, outcome="completed"))
     assert stale.rejection and stale.rejection.reason == RejectReason.STALE
@@ -251,11 +257,7 @@ def test_a_parent_past_its_subprocess_step_leaves_the_ended_child_alone():
 
 
 def test_only_the_child_of_the_current_visit_is_cancelled():
-    w = World(compiled(reworked()), compiled(CHILD))
-    w.start("reman")
-    w.done("wash", instance="p1/sub/1")
-    w.done("check", "fail", instance="p1/sub/1")
-    w.done("rework")
+    w = on_the_second_child()
     d = w.feed(ControlInstance(instance_id="p1", action=CANCEL))
     assert [r.instance_id for r in cancels(d)] == ["p1/sub/2"]
     assert w.state("p1/sub/1").terminal_status == "scrapped"
