@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
+import uvloop
 from faust.worker import Worker
 
 from services.common import logs
@@ -18,6 +19,9 @@ def run(settings: Settings) -> None:
     logs.setup(settings.log_level)
     (settings.data_dir / "router").mkdir(parents=True, exist_ok=True)
     asyncio.run(create_topics(settings))
+    if settings.event_loop == "uvloop":
+        # Also the policy: faust's consumer thread makes a loop of its own with it.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs its own loop
     view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
     app = create_app(settings, view)
