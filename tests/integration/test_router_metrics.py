@@ -179,3 +179,36 @@ def test_revoked_partitions_leave_the_gauges_and_come_back_counted(
     # It leaves: the first takes every partition back and counts the returned ones again.
     stacks.pop().stop()
     wait_for(lambda: caught_up(first, N), 90, what="the first worker holding everything again")
+
+
+
+def batch_sizes(s: Samples) -> tuple[float, float, float]:
+    """(batches, records, batches of at most 200 records) from the batch size histogram."""
+    buckets = {dict(k).get("le"): v for k, v in s["flowline_router_batch_size_bucket"].items()}
+    return (s["flowline_router_batch_size_count"][()], s["flowline_router_batch_size_sum"][()],
+            buckets["200.0"])
+
+
+def test_a_backlog_is_routed_in_batches_of_hundreds(router: Settings,
+                                                    stacks: list[Stack]) -> None:
+    """Records that pile up while the router runs are taken hundreds at a time, so a produce
+    request carries many outputs. faust's own fetch loop handed records over one event-loop
+    round at a time: the agent woke between them, and under a backlog its batches averaged
+    ~12 records (bench/results/NOTES.md, session 5)."""
+    n = 300
+    ids = [workload.instance_id("b", i) for i in range(n)]
+    asyncio.run(produce_all(router.kafka_bootstrap, router.requests_topic,
+                            [workload.start_record(iid) for iid in ids]))
+    start(router, stacks)
+    before = wait_for(lambda: (lambda s: s if routed(s, "requests") == n else None)(
+        scrape(router)), 90, what=f"{n} routed starts")
+    # Every instance's next five steps at once, to the running router (the steps in order).
+    asyncio.run(produce_all(router.kafka_bootstrap, router.completions_topic,
+                            workload.completions("b", n, rounds=5)))
+    after = wait_for(lambda: (lambda s: s if routed(s, "completions") == 5 * n else None)(
+        scrape(router)), 90, what=f"{5 * n} routed completions")
+    (b0, r0, small0), (b1, r1, small1) = batch_sizes(before), batch_sizes(after)
+    batches, records = b1 - b0, r1 - r0
+    assert records >= 5 * n
+    assert batches - (small1 - small0) >= 1, f"no batch above 200 records in {batches}"
+    assert records / batches >= 50, f"{batches} batches for {records} records"
