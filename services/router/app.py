@@ -469,6 +469,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
     async def route(stream: Any) -> None:
         async for events in batches(stream, BATCH_MAX):
             consumer: Any = app.consumer  # transport._Consumer
+            consumer.took()  # a delivery held for room in the stream buffer may go on
             async with consumer.batch_guard:  # a transaction's commit waits for this
                 healer.saw_event()
                 await router.handle_batch(events)

@@ -46,7 +46,12 @@
    per record, and the router's agent woke between records, so under a backlog its batches
    averaged 12 records and each batch paid its own produce request and ack wait (measured
    2026-11-22). A delivery that nothing can hold up is made directly (`_Consumer.
-   _drain_messages`); routed completions per second roughly doubled.
+   _drain_messages`); routed completions per second roughly doubled. Delivered that fast,
+   records would pile up for the agent, so delivery holds while `QUEUED_MAX` wait.
+
+7. Seeks on the consumer's thread. faust seeks aiokafka's consumer from the event loop while
+   the consumer thread may be inside its fetcher; a stall-healer seek under load crashed the
+   fetcher (a KeyError in `fetched_records`, measured 2026-11-22) and the worker with it.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ log = logging.getLogger(__name__)
 # Records delivered to the streams between two yields to the event loop (faust's own figure is
 # 100): also the largest batch the router's agent finds waiting, up to `app.BATCH_MAX`.
 YIELD_EVERY = 500
+QUEUED_MAX = 1_000  # records waiting for the agent before delivery holds (2 × app.BATCH_MAX)
 BUFFER_MAX = 2_000  # table writes that may wait in faust's producer buffer (its default: 100)
 
 
@@ -206,6 +212,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._log_starts: dict[Any, int] = {}
         self._empty: defaultdict[Any, list[tuple[int, int]]] = defaultdict(list)
         self._batch_guard: asyncio.Lock | None = None
+        self.room = asyncio.Event()  # set by `took`
 
     @property
     def batch_guard(self) -> asyncio.Lock:
@@ -283,6 +290,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    await self._until_room(message.topic)
                     if self._may_block(message.topic):
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
                     else:
@@ -300,6 +308,30 @@ class _Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    async def _until_room(self, topic: str) -> None:
+        """Hold delivery while `QUEUED_MAX` records wait for the agent.
+
+        Delivered as fast as fetched, records would pile up in the stream buffer up to
+        faust's high-pressure mark (3,277): memory held for nothing, and at a rebalance every
+        one of them is skipped as stale and has to be read again. The agent takes up to
+        `app.BATCH_MAX` at a time, so twice that keeps it fed.
+        """
+        if not self.app.topics.acks_enabled_for(topic):
+            return  # a changelog during recovery: faust's recovery takes those, not the agent
+        channels = self._channels(topic)
+        while (any(c.queue.qsize() >= QUEUED_MAX for c in channels)
+               and not self.suspend_flow.is_set() and not self.should_stop):
+            self.room.clear()
+            await self.wait_first(self.room.wait(), self.suspend_flow.wait())
+
+    def took(self) -> None:
+        """The agent took records from the stream buffer: a held delivery may go on."""
+        self.room.set()
+
+    def _channels(self, topic: str) -> Any:
+        conductor: Any = self.app.topics
+        return conductor._topic_name_index.get(topic, ())
+
     def _may_block(self, topic: str) -> bool:
         """Whether the conductor's delivery of a record of `topic` could wait: flow
         suspended, the producer buffer over its limit, or a subscribed stream buffer full."""
@@ -309,9 +341,17 @@ class _Consumer(faust_aiokafka.Consumer):
         buffer = app.producer.buffer
         if buffer.size > buffer.max_messages:
             return True
-        conductor: Any = app.topics
-        return any(channel.queue.full()
-                   for channel in conductor._topic_name_index.get(topic, ()))
+        return any(channel.queue.full() for channel in self._channels(topic))
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """aiokafka's seek, on the consumer's own thread.
+
+        faust calls it from this loop while the thread may be inside the fetcher: a seek by
+        the stall healer under load crashed the fetcher with a KeyError in aiokafka's
+        `fetched_records` (measured, session 5), and the worker with it.
+        """
+        thread: Any = self._thread
+        await thread.call_thread(thread.seek, partition, offset)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         log.debug("%s[%s]: faust saw a jump to %s; the commit waits for offsets.commit_point",
