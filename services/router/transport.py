@@ -306,8 +306,9 @@ class _Consumer(faust_aiokafka.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    await self._until_room(message.topic)
-                    if self._may_block(message.topic):
+                    channels = self._channels(message.topic)
+                    await self._until_room(message.topic, channels)
+                    if self._may_block(channels):
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
                     else:
                         await deliver(message)
@@ -324,7 +325,7 @@ class _Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _until_room(self, topic: str) -> None:
+    async def _until_room(self, topic: str, channels: Any) -> None:
         """Hold delivery while `QUEUED_MAX` records wait for the agent.
 
         Delivered as fast as fetched, records would pile up in the stream buffer up to
@@ -334,7 +335,6 @@ class _Consumer(faust_aiokafka.Consumer):
         """
         if not self.app.topics.acks_enabled_for(topic):
             return  # a changelog during recovery: faust's recovery takes those, not the agent
-        channels = self._channels(topic)
         while (any(c.queue.qsize() >= QUEUED_MAX for c in channels)
                and not self.suspend_flow.is_set() and not self.should_stop):
             self.room.clear()
@@ -345,19 +345,20 @@ class _Consumer(faust_aiokafka.Consumer):
         self.room.set()
 
     def _channels(self, topic: str) -> Any:
+        """The streams' channels subscribed to `topic` (the conductor delivers to these)."""
         conductor: Any = self.app.topics
         return conductor._topic_name_index.get(topic, ())
 
-    def _may_block(self, topic: str) -> bool:
-        """Whether the conductor's delivery of a record of `topic` could wait: flow
-        suspended, the producer buffer over its limit, or a subscribed stream buffer full."""
+    def _may_block(self, channels: Any) -> bool:
+        """Whether the conductor's delivery to `channels` could wait: flow suspended, the
+        producer buffer over its limit, or one of the channels' stream buffers full."""
         app = self.app
         if not app.flow_control.is_active():
             return True
         buffer = app.producer.buffer
         if buffer.size > buffer.max_messages:
             return True
-        return any(channel.queue.full() for channel in self._channels(topic))
+        return any(channel.queue.full() for channel in channels)
 
     async def _seek(self, partition: Any, offset: int) -> None:
         """aiokafka's seek, on the consumer's own thread.
