@@ -14,6 +14,7 @@ again, and consumers dedupe by id) or finds their event ids already in the state
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -467,14 +468,16 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
 
     @app.agent(inputs, name="route")
     async def route(stream: Any) -> None:
-        async for events in batches(stream, BATCH_MAX):
-            consumer: Any = app.consumer  # transport._Consumer
-            consumer.took()  # a delivery held for room in the stream buffer may go on
-            async with consumer.batch_guard:  # a transaction's commit waits for this
-                healer.saw_event()
-                await router.handle_batch(events)
-                for event in events:  # only now: outputs acknowledged, states stored
-                    await stream.ack(event)
+        # Closed as the agent ends, however it ends: that stops the task taking events.
+        async with contextlib.aclosing(batches(stream, BATCH_MAX)) as taken:
+            async for events in taken:
+                consumer: Any = app.consumer  # transport._Consumer
+                consumer.took()  # a delivery held for room in the stream buffer may go on
+                async with consumer.batch_guard:  # a transaction's commit waits for this
+                    healer.saw_event()
+                    await router.handle_batch(events)
+                    for event in events:  # only now: outputs acknowledged, states stored
+                        await stream.ack(event)
 
     @app.timer(interval=0.25 if settings.router_transactions else 1.0)
     async def _heal_stalls() -> None:

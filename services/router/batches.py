@@ -1,6 +1,6 @@
 """How the router takes records from faust in batches, and stores state for one of them.
 
-`batches` yields what is waiting, as soon as nothing more is: no linger, so at a low rate a
+`batches` yields what is waiting, as soon as something is: no linger, so at a low rate a
 batch is one record and latency is one round trip, while under load a batch is whatever
 arrived during the previous one's round trip. faust's own `Stream.take_events` instead waits
 `within` seconds for a full buffer, and acknowledges its records in a `finally` — even when
@@ -15,25 +15,55 @@ each state's own record explicitly, exactly as faust's stream loop does per reco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from faust.streams import _current_event
 from faust.types import EventT
 
 
-async def batches(stream: Any, max_size: int) -> AsyncIterator[list[EventT]]:
-    """Yield lists of up to `max_size` events; the caller must `await stream.ack(e)` each."""
+async def batches(stream: Any, max_size: int) -> AsyncGenerator[list[EventT], None]:
+    """Yield lists of up to `max_size` events; the caller must `await stream.ack(e)` each.
+
+    A task of its own takes events from the stream into a queue of `max_size`, and a batch is
+    what that queue holds when the first of them arrives. A batch is never held back waiting
+    for more: faust drops a queued record without yielding it while flow is suspended (a stop,
+    a rebalance) or when it is from an earlier generation, so an event that was followed by
+    one of those would wait, unacknowledged, for a record that might never come. At a stop,
+    faust waits for every taken record to be acknowledged before it stops the agent: it then
+    waited forever (found by the exactly-once kill test, session 6).
+    """
     stream.enable_acks = False
-    waiting = stream.channel.queue
-    batch: list[EventT] = []
-    async for event in stream.events():
-        batch.append(event)
-        if len(batch) >= max_size or waiting.empty():
+    taken: asyncio.Queue[EventT] = asyncio.Queue(maxsize=max_size)
+
+    async def take() -> None:
+        async for event in stream.events():
+            await taken.put(event)
+
+    taking = asyncio.ensure_future(take())
+    first: asyncio.Future[EventT] | None = None
+    try:
+        while True:
+            if taken.empty():
+                first = asyncio.ensure_future(taken.get())
+                await asyncio.wait((first, taking), return_when=asyncio.FIRST_COMPLETED)
+                if not first.done():
+                    taking.result()  # the stream's error, if it raised one
+                    return  # the stream ended
+                batch = [first.result()]
+                first = None
+            else:
+                batch = [taken.get_nowait()]
+            while len(batch) < max_size and not taken.empty():
+                batch.append(taken.get_nowait())
             yield batch
-            batch = []
+    finally:
+        taking.cancel()
+        if first is not None:
+            first.cancel()
 
 
 @contextlib.contextmanager
