@@ -92,7 +92,12 @@ class Stack:
         """Signal one service (SIGKILL by default: a crash, not a shutdown) and reap it."""
         proc = self.procs.pop(service)
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a hung stop: fail, but leave no process behind
+            proc.kill()
+            proc.wait(timeout=5)
+            raise
 
     def restart(self, service: str, sig: int = signal.SIGKILL, timeout: float = 60) -> None:
         self.kill(service, sig)

@@ -48,6 +48,11 @@
    2026-11-22). A delivery that nothing can hold up is made directly (`_Consumer.
    _drain_messages`); routed completions per second roughly doubled. Delivered that fast,
    records would pile up for the agent, so delivery holds while `QUEUED_MAX` wait.
+
+7. Seeks on the consumer's thread. faust's `seek` acts on aiokafka's consumer from this loop
+   while the consumer thread may be inside its fetcher (its other seeks already go to the
+   thread); a stall-healer seek under load crashed the fetcher (a KeyError in
+   `fetched_records`, measured 2026-11-22) and the worker with it.
 """
 
 from __future__ import annotations
@@ -355,6 +360,15 @@ class _Consumer(faust_aiokafka.Consumer):
         if buffer.size > buffer.max_messages:
             return True
         return any(channel.queue.full() for channel in channels)
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        """aiokafka's seek, made on the consumer's own thread (point 7).
+
+        Given up if this consumer stops first: its thread would never answer the call, and
+        the stop would wait for it.
+        """
+        thread: Any = self._thread
+        await self.wait_first(thread.call_thread(thread.seek, partition, offset))
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         log.debug("%s[%s]: faust saw a jump to %s; the commit waits for offsets.commit_point",
