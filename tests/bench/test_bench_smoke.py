@@ -38,3 +38,25 @@ def test_quick_raw_throughput_and_fold_give_positive_numbers(broker: Any, tmp_pa
     fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
     assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
     assert fold["completions_per_second"] > 0
+
+
+def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "inbox",
+         "--bootstrap", broker.bootstrap, "--broker", broker.kind, "--partitions", "4",
+         "--size", "inbox_instances=30", "--out", str(out), "--name", "smoke"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    inbox = json.loads((out / "smoke.json").read_text())["scenarios"]["inbox"]
+    rounds = 3  # half of bench.workload.PATH's six completions each way
+    for path in ("kafka", "gateway"):
+        phase = inbox[path]
+        assert phase["completions"] == 30 * rounds, path
+        assert phase["missing_rows"] == 0, path
+        assert phase["inbox_ms"]["n"] == 30 * rounds and phase["inbox_ms"]["p50"] > 0, path
+    posts = inbox["gateway"]["post_ms"]
+    assert posts["n"] == 30 * rounds and posts["p50"] > 0  # every POST answered 202
