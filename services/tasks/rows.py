@@ -58,8 +58,9 @@ def _table(model: Any) -> Table:
 TASKS, INSTANCES, VISITS = _table(Task), _table(Instance), _table(Visit)
 TIMERS, JOBS, TASK_OUTBOX = _table(Timer), _table(Job), _table(TaskOutbox)
 # Rows with a database-made key that a fold may change after they were inserted: their new
-# ids are read back (RETURNING). (Outbox rows are never changed here.)
-CHANGED_AFTER_INSERT = frozenset({VISITS})
+# ids are read back (RETURNING), matched to the rows by the columns named here, which a
+# unique constraint covers (uq_visit). (Outbox rows are never changed here.)
+CHANGED_AFTER_INSERT: dict[Table, tuple[str, ...]] = {VISITS: ("instance_id", "step", "visit")}
 
 
 class Row(dict[str, Any]):
@@ -306,11 +307,16 @@ class BatchRows:
             if pk is None or table not in CHANGED_AFTER_INSERT:
                 await self.session.execute(insert(table), [dict(row) for row in new])
             else:  # keep the ids, so a later change can update the row
-                ids = await self.session.scalars(
-                    insert(table).returning(pk, sort_by_parameter_order=True),
+                # Matched by key, not by order: asking SQLite for RETURNING in parameter order
+                # makes SQLAlchemy insert one row per statement (22 statements for a batch of
+                # 5 completions; with the key, one).
+                natural = CHANGED_AFTER_INSERT[table]
+                returned = await self.session.execute(
+                    insert(table).returning(pk, *(table.c[c] for c in natural)),
                     [dict(row) for row in new])
-                for row, row_id in zip(new, ids, strict=True):
-                    dict.__setitem__(row, pk.key, row_id)
+                ids = {tuple(found[1:]): found[0] for found in returned}
+                for row in new:
+                    dict.__setitem__(row, pk.key, ids[tuple(row[c] for c in natural)])
             for row in new:
                 row.changed.clear()
             if table is not TASK_OUTBOX:

@@ -180,6 +180,22 @@ async def test_many_instances_in_one_batch_each_get_their_own_rows(
     assert open_visits == 1200
 
 
+async def test_visits_inserted_then_closed_in_one_transaction_each_close_their_own_row(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    # The second fold changes visits the first one inserted, by the ids read back: a row
+    # given another row's id would get another instance's outcome.
+    iids = [f"v{n}" for n in range(40)]
+    async with sessions() as session, session.begin():
+        await journey.apply_events(session, [entered(i, "inspect", 1) for i in iids], T0)
+        await journey.apply_events(session, [completed(i, "inspect", 1, outcome=f"out-{i}")
+                                             for i in reversed(iids)], T0)
+    async with sessions() as s:
+        visits = list(await s.scalars(select(Visit).where(Visit.step == "inspect")))
+    assert sorted(v.instance_id for v in visits) == sorted(iids)
+    assert all(v.outcome == f"out-{v.instance_id}" and v.exited_at is not None
+               for v in visits)
+
+
 async def test_the_instance_row_keeps_the_routers_parallel_state_and_clears_it(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     """Events from the real routing core, folded batch by batch as the consumer would."""
