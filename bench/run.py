@@ -28,7 +28,17 @@ from bench import report
 from bench.brokers import broker_data_dir, broker_pid, broker_version, make_broker
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
-from bench.scenarios import fold, inbox, latency, memory, raw, recovery, scaling, throughput
+from bench.scenarios import (
+    fold,
+    graphs,
+    inbox,
+    latency,
+    memory,
+    raw,
+    recovery,
+    scaling,
+    throughput,
+)
 from services.common.settings import Settings
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
@@ -41,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
     "inbox": inbox.run,
     "fold": fold.run,
     "scaling": scaling.run,
+    "graphs": graphs.run,
 }
 
 

@@ -61,6 +61,14 @@ TARGETS: tuple[Target, ...] = (
            250, higher_is_better=False, unit="MB"),
     Target("changelog bytes per instance (broker disk)",
            ("memory", "changelog_bytes_per_instance"), None, higher_is_better=False, unit="B"),
+    *(Target(f"core per completion, chain of {n} steps (decide + JSON)",
+             ("graphs", f"chain_{n}", "us_per_completion"), None, higher_is_better=False,
+             unit="µs") for n in (10, 100, 1000)),
+    *(Target(f"stored state, chain of {n} steps walked", ("graphs", f"chain_{n}", "state_bytes"),
+             None, higher_is_better=False, unit="B") for n in (10, 1000)),
+    *(Target(f"core per completion, {k} rework loops", ("graphs", f"loop_{k}",
+                                                         "us_per_completion"),
+             None, higher_is_better=False, unit="µs") for k in (1, 100)),
 )
 
 

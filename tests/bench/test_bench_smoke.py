@@ -1,7 +1,8 @@
 """Smoke run of the benchmark harness: seconds, on the session broker; fails if nothing routes.
 
 Not a benchmark (the sizes are tiny and the machine is shared): it checks that `bench.run`
-still drives a real router and the raw loop end to end, and the tasks fold on SQLite, and
+still drives a real router and the raw loop end to end, the tasks fold on SQLite, the
+routing core against graph size, and the whole stack for the inbox, and
 writes a result with numbers.
 """
 
@@ -16,10 +17,11 @@ from typing import Any
 INSTANCES = 40
 
 
-def test_quick_raw_throughput_and_fold_give_positive_numbers(broker: Any, tmp_path: Path) -> None:
+def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
+                                                                    tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput,fold",
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput,fold,graphs",
          "--bootstrap", broker.bootstrap, "--broker", broker.kind,
          "--instances", str(INSTANCES), "--partitions", "4", "--out", str(out), "--name", "smoke"],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
@@ -38,6 +40,11 @@ def test_quick_raw_throughput_and_fold_give_positive_numbers(broker: Any, tmp_pa
     fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
     assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
     assert fold["completions_per_second"] > 0
+    graphs = result["scenarios"]["graphs"]  # the routing core alone, against graph size
+    assert graphs["chain_1000"]["completions"] == 1000
+    assert graphs["chain_1000"]["state_bytes"] > 10 * graphs["chain_10"]["state_bytes"]
+    assert graphs["loop_100"]["completions"] == 3 + 2 * 100  # to inspect, then fail + rework
+    assert all(g["us_per_completion"] > 0 for g in graphs.values())
 
 
 def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any,
