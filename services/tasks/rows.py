@@ -308,8 +308,8 @@ class BatchRows:
                 await self.session.execute(insert(table), [dict(row) for row in new])
             else:  # keep the ids, so a later change can update the row
                 # Matched by key, not by order: asking SQLite for RETURNING in parameter order
-                # makes SQLAlchemy insert one row per statement (22 statements for a batch of
-                # 5 completions; with the key, one).
+                # makes SQLAlchemy insert one row per statement (five visit INSERTs in a fold of
+                # 5 completions; matched by key, one).
                 natural = CHANGED_AFTER_INSERT[table]
                 returned = await self.session.execute(
                     insert(table).returning(pk, *(table.c[c] for c in natural)),
