@@ -59,22 +59,23 @@ class Walk:
 
     def __init__(self, graph: Graph, key: str) -> None:
         self.graph, self.iid = graph, f"walk-{key}"
-        start = StartInstance(instance_id=self.iid, process=key,  # type: ignore[arg-type]
-                              subject={"type": "part", "id": self.iid})  # type: ignore[arg-type]
-        self.state = self._handled(start, 0)
+        self.state: InstanceState | None = None
         self.seconds = 0.0
         self.completions = 0
         self.command_bytes = 0
+        start = StartInstance(instance_id=self.iid, process=key,  # type: ignore[arg-type]
+                              subject={"type": "part", "id": self.iid})  # type: ignore[arg-type]
+        self.state = self._handled(start, 0)
 
     def _handled(self, message: Any, n: int) -> InstanceState:
-        decision = decide(self.graph, getattr(self, "state", None), message, f"e{n}", NOW)
+        decision = decide(self.graph, self.state, message, f"e{n}", NOW)
         if decision.rejection is not None or decision.state is None:
             raise RuntimeError(f"{self.iid}: {message!r} was not routed: {decision.rejection}")
         json.dumps(stored_value(decision.state), default=str)
-        for output in (*decision.commands, *decision.events):
-            encoded = json.dumps(output.dump())
-            if output in decision.commands:
-                self.command_bytes = len(encoded)
+        for command in decision.commands:
+            self.command_bytes = len(json.dumps(command.dump()))
+        for event in decision.events:
+            json.dumps(event.dump())
         return decision.state
 
     def complete(self, step: str, outcome: str | None = None) -> None:
@@ -86,6 +87,7 @@ class Walk:
         self.completions += 1
 
     def figures(self) -> dict[str, Any]:
+        assert self.state is not None  # set by the start, in __init__
         return {"completions": self.completions,
                 "us_per_completion": round(1e6 * self.seconds / self.completions, 1),
                 "state_bytes": len(json.dumps(stored_value(self.state), default=str)),

@@ -17,18 +17,25 @@ from typing import Any
 INSTANCES = 40
 
 
-def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
-                                                                    tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def quick_run(broker: Any, out: Path, *args: str) -> dict[str, Any]:
+    """`bench.run --quick` with `args` on the session's broker; its result file's contents."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "raw,throughput,fold,graphs",
-         "--bootstrap", broker.bootstrap, "--broker", broker.kind,
-         "--instances", str(INSTANCES), "--partitions", "4", "--out", str(out), "--name", "smoke"],
+        [sys.executable, "-m", "bench.run", "--quick", "--bootstrap", broker.bootstrap,
+         "--broker", broker.kind, "--partitions", "4", "--out", str(out), "--name", "smoke",
+         *args],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads((out / "smoke.json").read_text())
+    result: dict[str, Any] = json.loads((out / "smoke.json").read_text())
+    return result
+
+
+def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = quick_run(broker, out, "--only", "raw,throughput,fold,graphs",
+                       "--instances", str(INSTANCES))
     assert (out / "smoke.md").read_text().startswith("# Flowline bench")
     raw, routed = result["scenarios"]["raw"], result["scenarios"]["throughput"]
     steps = 6  # bench.workload.PATH: one command per completion
@@ -49,16 +56,8 @@ def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
 
 def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any,
                                                                    tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--only", "inbox",
-         "--bootstrap", broker.bootstrap, "--broker", broker.kind, "--partitions", "4",
-         "--size", "inbox_instances=30", "--out", str(out), "--name", "smoke"],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    inbox = json.loads((out / "smoke.json").read_text())["scenarios"]["inbox"]
+    inbox = quick_run(broker, tmp_path / "results", "--only", "inbox",
+                      "--size", "inbox_instances=30")["scenarios"]["inbox"]
     rounds = 3  # half of bench.workload.PATH's six completions each way
     for path in ("kafka", "gateway"):
         phase = inbox[path]
