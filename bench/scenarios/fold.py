@@ -5,7 +5,8 @@ its `created` event) and two instance events (the step completed, the next one e
 visit closed, a visit opened, the old task retired and announced). This scenario builds those
 records for `fold_instances` instances walking the remanufacturing path and applies them in
 batches of `fold_batch` (commands first, as the consumer does), one transaction per batch,
-through the same `inbox.apply_commands` / `journey.apply_events` the consumer calls.
+through the same `inbox.apply_commands` / `journey.apply_events` and `Transactions` the
+consumer uses.
 
 `records_per_second` counts commands and events; `completions_per_second` is the rate of
 router completions the service can absorb (one command + two events each). SQLite in the
@@ -14,17 +15,21 @@ work dir; PostgreSQL too when `FLOWLINE_BENCH_POSTGRES_URL` names an (empty) dat
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from bench import workload
 from bench.context import Context
 from schemas.messages import InstanceEvent, InstanceEventKind, ProcessRef, StepCommand
 from services.common import migrate
-from services.common.db import make_engine, make_sessionmaker
+from services.common.db import Transactions, make_engine
 from services.tasks import inbox, journey
+from services.tasks.config import AutomationSettings
 
 K = InstanceEventKind
 
@@ -55,10 +60,18 @@ def _round(iids: list[str], n: int, process: ProcessRef) -> tuple[list[Any], lis
     return commands, events
 
 
+def _apply(settings: AutomationSettings, commands: list[Any], events: list[Any],
+           session: Session) -> None:
+    now = datetime.now(UTC)
+    inbox.apply_commands(session, commands, now, settings)
+    journey.apply_events(session, events, now)
+
+
 async def _fold(url: str, ctx: Context, m: int, batch: int, rounds: int) -> dict[str, Any]:
     await migrate.upgrade(url, "tasks")
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+    transactions = Transactions(engine)  # the consumer's
+    settings = AutomationSettings()  # read once, as the service does
     process = ProcessRef(key="bench-reman", version=1)
     iids = [f"fold-{n:06d}" for n in range(m)]
     tick = ctx.every(5)
@@ -71,10 +84,7 @@ async def _fold(url: str, ctx: Context, m: int, batch: int, rounds: int) -> dict
             for start in range(0, m, batch):
                 cmds, evs = commands[start:start + batch], events[2 * start:2 * (start + batch)]
                 began = time.perf_counter()
-                async with sessions() as session, session.begin():
-                    now = datetime.now(UTC)
-                    await inbox.apply_commands(session, cmds, now)
-                    await journey.apply_events(session, evs, now)
+                await transactions.run(functools.partial(_apply, settings, cmds, evs))
                 took = time.perf_counter() - began
                 busy += took
                 batch_ms.append(took * 1000)
@@ -82,6 +92,7 @@ async def _fold(url: str, ctx: Context, m: int, batch: int, rounds: int) -> dict
                 completions += len(cmds)
                 tick(f"fold: {records} records, {records / busy:.0f}/s")
     finally:
+        await transactions.close()
         await engine.dispose()
     batch_ms.sort()
     return {

@@ -78,8 +78,8 @@ async def submit(request: Request, body: AnalysisBody,
     async with svc.sessions() as s, s.begin():
         s.add(Analysis(analysis_id=analysis_id, tenant=start.tenant, process_key=body.process,
                        input=data, created_at=now))
-        await automation.enqueue(s, INSTANCE_REQUESTS.suffix, START_V1, analysis_id,
-                                 start.dump(), f"analysis:{analysis_id}/start", now)
+        await s.run_sync(automation.enqueue, INSTANCE_REQUESTS.suffix, START_V1, analysis_id,
+                         start.dump(), f"analysis:{analysis_id}/start", now)
     svc.kick()
     return {"workflow_id": analysis_id, "status": "pending", "process": body.process,
             "links": {"status": f"/v1/analyses/{analysis_id}",

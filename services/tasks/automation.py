@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from schemas.messages import (
     ControlInstance,
@@ -56,10 +57,10 @@ def held_instances() -> Any:
     return select(Instance.instance_id).where(Instance.status == ON_HOLD)
 
 
-async def enqueue(session: AsyncSession, topic_suffix: str, ce_type: str, key: str,
-                  payload: dict[str, Any], event_id: str, at: datetime) -> bool:
+def enqueue(session: Session, topic_suffix: str, ce_type: str, key: str,
+            payload: dict[str, Any], event_id: str, at: datetime) -> bool:
     """Add a message for the router to the outbox; False when that event id is already there."""
-    if await session.scalar(select(MessageOutbox.id).where(MessageOutbox.event_id == event_id)):
+    if session.scalar(select(MessageOutbox.id).where(MessageOutbox.event_id == event_id)):
         return False
     session.add(MessageOutbox(event_id=event_id, topic=topic_suffix, ce_type=ce_type, key=key,
                               payload=payload, created_at=at))
@@ -69,8 +70,8 @@ async def enqueue(session: AsyncSession, topic_suffix: str, ce_type: str, key: s
 # --- from step commands ---------------------------------------------------------------------
 
 
-async def schedule(session: AsyncSession, cmd: StepCommand, task: Any,
-                   settings: AutomationSettings, now: datetime) -> Timer | Job | None:
+def schedule(session: Session, cmd: StepCommand, task: Any,
+             settings: AutomationSettings, now: datetime) -> Timer | Job | None:
     """The timer or job behind a new machine-run task (`task.executor` is set; a `Task` or a
     task row), for the caller to add; a command the automation cannot run marks the task's
     incident and holds the instance instead."""
@@ -79,8 +80,8 @@ async def schedule(session: AsyncSession, cmd: StepCommand, task: Any,
             wake = wake_at(cmd)
         except ValueError as exc:
             task.incident, task.incident_at = str(exc)[:4000], now
-            await hold(session, task.instance_id, task.step, str(exc), now,
-                       event_id=f"hold:{task.task_id}/timer")
+            hold(session, task.instance_id, task.step, str(exc), now,
+                 event_id=f"hold:{task.task_id}/timer")
             return None
         return Timer(timer_id=task.task_id, instance_id=task.instance_id, step=task.step,
                      visit=task.visit, wake_at=wake, status=PENDING, created_at=now)
@@ -101,8 +102,8 @@ async def schedule(session: AsyncSession, cmd: StepCommand, task: Any,
     if error is not None:
         job.status, job.error, job.finished_at = FAILED, error, now
         task.incident, task.incident_at = error[:4000], now
-        await hold(session, task.instance_id, task.step, error, now,
-                   event_id=f"hold:{task.task_id}/invalid")
+        hold(session, task.instance_id, task.step, error, now,
+             event_id=f"hold:{task.task_id}/invalid")
     return job
 
 
@@ -112,8 +113,8 @@ async def schedule(session: AsyncSession, cmd: StepCommand, task: Any,
 async def complete_step(session: AsyncSession, task_id: str, completion: StepCompletion,
                         event_id: str, at: datetime) -> None:
     """Owe the router `completion` and close the task (announcing it, as the inbox does)."""
-    await enqueue(session, STEP_COMPLETIONS.suffix, COMPLETED_V1, completion.instance_id,
-                  completion.dump(), event_id, at)
+    await session.run_sync(enqueue, STEP_COMPLETIONS.suffix, COMPLETED_V1,
+                           completion.instance_id, completion.dump(), event_id, at)
     operator = completion.operator or completion.equipment
     result = await session.execute(
         update(Task).where(Task.task_id == task_id, Task.status.in_(ACTIVE))
@@ -136,16 +137,15 @@ async def raise_incident(session: AsyncSession, task_id: str, instance_id: str, 
         .values(incident=error[:4000], incident_at=at)
         .execution_options(synchronize_session=False)
     )
-    await hold(session, instance_id, step, error, at, event_id)
+    await session.run_sync(hold, instance_id, step, error, at, event_id)
 
 
-async def hold(session: AsyncSession, instance_id: str, step: str, error: str, at: datetime,
-               event_id: str) -> None:
+def hold(session: Session, instance_id: str, step: str, error: str, at: datetime,
+         event_id: str) -> None:
     """Owe the router a hold of the instance because its step `step` failed with `error`."""
     request = ControlInstance(instance_id=instance_id, action=InstanceAction.HOLD,
                               reason=f"step {step} failed: {error}"[:2000], operator=OPERATOR)
-    await enqueue(session, INSTANCE_REQUESTS.suffix, HOLD_V1, instance_id, request.dump(),
-                  event_id, at)
+    enqueue(session, INSTANCE_REQUESTS.suffix, HOLD_V1, instance_id, request.dump(), event_id, at)
 
 
 # --- the scheduler's passes -----------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,9 +21,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from schemas.messages import RejectReason
+from services.common.db import Transactions
 from services.common.envelopes import MalformedRecord, decode, utcnow
 from services.common.kafka import EventProducer, send_dead_letter
 from services.common.settings import Settings
@@ -31,7 +32,8 @@ from services.tasks import metrics
 
 log = logging.getLogger(__name__)
 
-Apply = Callable[[AsyncSession, Sequence[Any], datetime], Awaitable[Any]]
+# A fold: records of one topic into rows, in the caller's transaction (`Transactions.run`).
+Apply = Callable[[Session, Sequence[Any], datetime], Any]
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,10 @@ def _retryable(exc: BaseException) -> bool:
 class BatchConsumer:
     """Consume `handlers`' topics in one group and fold them into SQL in micro-batches."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+    def __init__(self, settings: Settings, transactions: Transactions,
                  producer: EventProducer, handlers: dict[str, Handler], group_id: str,
                  name: str = "tasks", on_commit: Callable[[], None] = lambda: None) -> None:
-        self.settings, self.sessions, self.producer = settings, sessions, producer
+        self.settings, self.transactions, self.producer = settings, transactions, producer
         self.handlers, self.group_id, self.name = handlers, group_id, name
         self.on_commit = on_commit  # rows were written: e.g. wake the outbox publishers
         self._consumer: AIOKafkaConsumer | None = None
@@ -129,9 +131,8 @@ class BatchConsumer:
                     rejects.append((record, rejected))
         now = utcnow()
         try:
-            async with self.sessions() as session, session.begin():
-                for topic, items in valid.items():
-                    await self.handlers[topic].apply(session, [m for _, m in items], now)
+            await self.transactions.run(
+                self._fold({topic: [m for _, m in items] for topic, items in valid.items()}, now))
         except Exception as exc:
             if _retryable(exc):
                 raise
@@ -147,6 +148,15 @@ class BatchConsumer:
             await self._consumer.commit()
         except CommitFailedError:  # rebalanced away: the new owner redelivers, idempotently
             log.warning("%s: offset commit failed after a rebalance", self.name)
+
+    def _fold(self, messages: dict[str, list[Any]], now: datetime) -> Callable[[Session], None]:
+        """One transaction's work: each topic's messages through its handler, commands first."""
+
+        def fold(session: Session) -> None:
+            for topic, batch in messages.items():
+                self.handlers[topic].apply(session, batch, now)
+
+        return fold
 
     def _parse(self, record: ConsumerRecord) -> Any:
         handler = self.handlers[record.topic]
@@ -170,8 +180,7 @@ class BatchConsumer:
         for topic, items in valid.items():
             for record, message in items:
                 try:
-                    async with self.sessions() as session, session.begin():
-                        await self.handlers[topic].apply(session, [message], now)
+                    await self.transactions.run(self._fold({topic: [message]}, now))
                 except Exception as exc:
                     if _retryable(exc):
                         raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from schemas.messages import StepCommand, TaskEventKind
 from services.tasks import actions, automation
@@ -68,24 +68,24 @@ def task_from_command(cmd: StepCommand, now: datetime) -> Row:
     )
 
 
-async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
-                         now: datetime, automation_settings: AutomationSettings | None = None,
-                         ) -> int:
+def apply_commands(session: Session, commands: Sequence[StepCommand],
+                   now: datetime, automation_settings: AutomationSettings | None = None,
+                   ) -> int:
     """Insert a task per new inbox command (and its timer or job); returns how many were
     created (duplicates: 0)."""
     settings = automation_settings or AutomationSettings()
     commands = [cmd for cmd in commands if cmd.step_type in INBOX_STEP_TYPES]
     if not commands:
         return 0
-    rows = await BatchRows.of(session, {cmd.instance_id for cmd in commands},
-                              {(cmd.instance_id, cmd.step) for cmd in commands})
+    rows = BatchRows.of(session, {cmd.instance_id for cmd in commands},
+                        {(cmd.instance_id, cmd.step) for cmd in commands})
     created = 0
     for cmd in commands:
         if cmd.command_id in rows.tasks:
             continue  # a redelivery: the unique command id makes it a no-op
         task = task_from_command(cmd, now)
         if task.due_at is not None:
-            calendar = await rows.calendar(cmd.tenant)
+            calendar = rows.calendar(cmd.tenant)
             if calendar is not None:  # the SLA counts working time only
                 task.due_at = calendar.add(task.created_at, task.due_at - task.created_at)
         _retire_if_dead(rows, task)
@@ -98,10 +98,10 @@ async def apply_commands(session: AsyncSession, commands: Sequence[StepCommand],
                            _earlier_visits(cmd.step, cmd.visit))
         rows.retire_automation(cmd.instance_id, now, step=cmd.step, below_visit=cmd.visit)
         if task.executor:
-            work = await automation.schedule(session, cmd, task, settings, now)
+            work = automation.schedule(session, cmd, task, settings, now)
             if work is not None:
                 rows.add(as_row(work))
-    await rows.flush()
+    rows.flush()
     return created
 
 

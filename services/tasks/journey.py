@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from schemas.messages import InstanceEvent, InstanceEventKind
 from services.tasks import inbox
@@ -24,18 +24,18 @@ DEFAULT_STATUS = {K.STARTED: "running", K.HELD: "on_hold", K.RESUMED: "running",
                   K.CANCELLED: "cancelled", K.COMPLETED: "completed"}
 
 
-async def apply_events(session: AsyncSession, events: Sequence[InstanceEvent],
-                       now: datetime) -> None:
+def apply_events(session: Session, events: Sequence[InstanceEvent],
+                 now: datetime) -> None:
     """Fold events, in order, into the read model (and retire inbox tasks they make dead)."""
     events = [ev for ev in events if ev.kind != K.REJECTED]
     if not events:
         return  # `rejected` events change nothing: the instance stayed where it was
-    rows = await BatchRows.of(session, {ev.instance_id for ev in events},
-                              {(ev.instance_id, ev.step) for ev in events
-                               if ev.kind == K.STEP_ENTERED and ev.step})
+    rows = BatchRows.of(session, {ev.instance_id for ev in events},
+                        {(ev.instance_id, ev.step) for ev in events
+                         if ev.kind == K.STEP_ENTERED and ev.step})
     for event in events:
         apply_event(rows, event, now)
-    await rows.flush()
+    rows.flush()
 
 
 def apply_event(rows: BatchRows, ev: InstanceEvent, now: datetime) -> None:

@@ -2,7 +2,7 @@
 and `flush()` writes what changed, a statement per table and kind of change.
 
 Asking the database per record (is this command new? is the instance over? which tasks are
-active?) cost 5–10 statements per record, and on SQLite each statement is several hand-offs to
+active?) cost 5–10 statements per record, and on SQLite each statement was several hand-offs to
 aiosqlite's thread: the fold managed ~25 completions/s. ORM objects read per batch and written
 by the unit of work got it to ~400/s, most of it spent building and flushing those objects.
 So the fold works on plain rows (`Row`: a dict with attribute access that remembers what
@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from schemas.messages import TaskEventKind
 from services.tasks import outbox
@@ -115,7 +115,7 @@ def _chunks(ids: list[Any]) -> Iterable[list[Any]]:
 class BatchRows:
     """The rows of the instances a batch touches, by instance, and what the folds changed."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.loaded: set[str] = set()
         self._pairs: set[tuple[str, str]] = set()
@@ -133,8 +133,8 @@ class BatchRows:
         self._new: dict[Table, list[Row]] = defaultdict(list)  # rows to insert
 
     @classmethod
-    async def of(cls, session: AsyncSession, instance_ids: Iterable[str],
-                 steps: Iterable[tuple[str, str]] = ()) -> BatchRows:
+    def of(cls, session: Session, instance_ids: Iterable[str],
+           steps: Iterable[tuple[str, str]] = ()) -> BatchRows:
         """The session's batch rows, with what the folds may need read if it was not yet: per
         instance its row, active tasks, open visits and live timers and jobs; per (instance,
         step) in `steps`, that step's other tasks and visits too."""
@@ -142,22 +142,22 @@ class BatchRows:
         if rows is None:
             rows = session.info[_KEY] = cls(session)
             if session.bind is not None and session.bind.dialect.name == "sqlite":
-                await session.execute(text("BEGIN IMMEDIATE"))
-        await rows._load(sorted(set(instance_ids) - rows.loaded))
-        await rows._load_steps(sorted(set(steps) - rows._pairs))
+                session.execute(text("BEGIN IMMEDIATE"))
+        rows._load(sorted(set(instance_ids) - rows.loaded))
+        rows._load_steps(sorted(set(steps) - rows._pairs))
         return rows
 
-    async def _select(self, table: Table, *where: Any, lock: bool = False) -> list[Row]:
+    def _select(self, table: Table, *where: Any, lock: bool = False) -> list[Row]:
         query = select(table).where(*where)
         if lock:
             query = query.with_for_update()
-        result = await self.session.execute(query)
+        result = self.session.execute(query)
         keys = list(result.keys())
         rows = [Row(table, zip(keys, values, strict=True)) for values in result]
         self._read += rows
         return rows
 
-    async def _load(self, ids: list[str]) -> None:
+    def _load(self, ids: list[str]) -> None:
         if not ids:
             return
         self.loaded.update(ids)
@@ -165,24 +165,24 @@ class BatchRows:
             for index in (self._tasks, self._visits, self._timers, self._jobs):
                 index[iid] = []
         for part in _chunks(ids):
-            for row in await self._select(INSTANCES, INSTANCES.c.instance_id.in_(part),
+            for row in self._select(INSTANCES, INSTANCES.c.instance_id.in_(part),
                                           lock=True):
                 self.instances[row.instance_id] = row
-            await self._add_tasks(await self._select(
+            self._add_tasks(self._select(
                 TASKS, TASKS.c.instance_id.in_(part), TASKS.c.status.in_(ACTIVE), lock=True))
-            for visit in await self._select(VISITS, VISITS.c.instance_id.in_(part),
+            for visit in self._select(VISITS, VISITS.c.instance_id.in_(part),
                                             VISITS.c.exited_at.is_(None)):
                 self._visits[visit.instance_id].append(visit)
-            self._visited.update(await self.session.scalars(
+            self._visited.update(self.session.scalars(
                 select(VISITS.c.instance_id).where(VISITS.c.instance_id.in_(part)).distinct()))
-            for timer in await self._select(TIMERS, TIMERS.c.instance_id.in_(part),
+            for timer in self._select(TIMERS, TIMERS.c.instance_id.in_(part),
                                             TIMERS.c.status == PENDING):
                 self._timers[timer.instance_id].append(timer)
-            for job in await self._select(JOBS, JOBS.c.instance_id.in_(part),
+            for job in self._select(JOBS, JOBS.c.instance_id.in_(part),
                                           JOBS.c.status.in_(LIVE_JOB)):
                 self._jobs[job.instance_id].append(job)
 
-    async def _load_steps(self, pairs: list[tuple[str, str]]) -> None:
+    def _load_steps(self, pairs: list[tuple[str, str]]) -> None:
         """The tasks and visits of (instance, step) pairs that `_load` left out: ended ones."""
         if not pairs:
             return
@@ -192,22 +192,22 @@ class BatchRows:
             # tuple IN as a table scan.
             wanted = set(part)
             ids, steps = sorted({i for i, _ in part}), sorted({s for _, s in part})
-            tasks = await self._select(TASKS, TASKS.c.instance_id.in_(ids),
+            tasks = self._select(TASKS, TASKS.c.instance_id.in_(ids),
                                        TASKS.c.step.in_(steps),
                                        TASKS.c.status.not_in(ACTIVE), lock=True)
-            await self._add_tasks([t for t in tasks if (t.instance_id, t.step) in wanted])
-            for visit in await self._select(VISITS, VISITS.c.instance_id.in_(ids),
+            self._add_tasks([t for t in tasks if (t.instance_id, t.step) in wanted])
+            for visit in self._select(VISITS, VISITS.c.instance_id.in_(ids),
                                             VISITS.c.step.in_(steps),
                                             VISITS.c.exited_at.is_not(None)):
                 if (visit.instance_id, visit.step) in wanted:
                     self._visits[visit.instance_id].append(visit)
 
-    async def _add_tasks(self, tasks: list[Row]) -> None:
+    def _add_tasks(self, tasks: list[Row]) -> None:
         """Index tasks just read, and the outbox events they already have."""
         for task in tasks:
             self._index_task(task)
         for task_ids in _chunks([t.task_id for t in tasks]):
-            events = await self.session.execute(
+            events = self.session.execute(
                 select(TASK_OUTBOX.c.task_id, TASK_OUTBOX.c.kind, TASK_OUTBOX.c.event_id)
                 .where(TASK_OUTBOX.c.task_id.in_(task_ids)))
             for task_id, kind, event_id in events:
@@ -233,9 +233,9 @@ class BatchRows:
         return next((v for v in self._visits[instance_id]
                      if v.step == step and v.visit == visit), None)
 
-    async def calendar(self, tenant: str) -> BusinessCalendar | None:
+    def calendar(self, tenant: str) -> BusinessCalendar | None:
         if tenant not in self._calendars:
-            row = await self.session.get(Calendar, tenant)
+            row = self.session.get(Calendar, tenant)
             self._calendars[tenant] = BusinessCalendar.from_json(row.spec) if row else None
         return self._calendars[tenant]
 
@@ -297,7 +297,7 @@ class BatchRows:
             job.lease_token = job.lease_expires_at = None
             jobs.remove(job)
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """Write what the folds did so far: new rows (one executemany per table), then changed
         ones (one executemany per table and set of changed columns)."""
         for table, new in self._new.items():
@@ -305,13 +305,13 @@ class BatchRows:
                 continue
             pk = table.autoincrement_column
             if pk is None or table not in CHANGED_AFTER_INSERT:
-                await self.session.execute(insert(table), [dict(row) for row in new])
+                self.session.execute(insert(table), [dict(row) for row in new])
             else:  # keep the ids, so a later change can update the row
                 # Matched by key, not by order: asking SQLite for RETURNING in parameter order
                 # makes SQLAlchemy insert one row per statement (five visit INSERTs in a fold of
                 # 5 completions; matched by key, one).
                 natural = CHANGED_AFTER_INSERT[table]
-                returned = await self.session.execute(
+                returned = self.session.execute(
                     insert(table).returning(pk, *(table.c[c] for c in natural)),
                     [dict(row) for row in new])
                 ids = {tuple(found[1:]): found[0] for found in returned}
@@ -331,7 +331,7 @@ class BatchRows:
             statement = (update(table).where(key == bindparam("pk_"))
                          .values({c: bindparam(f"{c}_", type_=table.c[c].type)
                                   for c in columns}))
-            await self.session.execute(
+            self.session.execute(
                 statement, [{"pk_": row[key.key], **{f"{c}_": row[c] for c in columns}}
                             for row in changed])
             for row in changed:

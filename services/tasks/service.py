@@ -10,7 +10,7 @@ import logging
 from schemas.messages import InstanceEvent, StepCommand
 from schemas.topics import COMMAND_V1, INSTANCE_EVENTS
 from services.common import migrate
-from services.common.db import make_engine, make_sessionmaker
+from services.common.db import Transactions, make_engine, make_sessionmaker
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks import inbox, journey
@@ -78,7 +78,8 @@ class TasksService:
         self.sessions = make_sessionmaker(self.engine)
         self.store = Store(self.sessions)
         self.producer = EventProducer(settings, SERVICE)
-        self.consumer = BatchConsumer(settings, self.sessions, self.producer,
+        self.folds = Transactions(self.engine)  # the consumer's transactions
+        self.consumer = BatchConsumer(settings, self.folds, self.producer,
                                       handlers(settings, self.automation),
                                       consumer_group(settings), SERVICE,
                                       on_commit=self.kick)
@@ -132,4 +133,5 @@ class TasksService:
                 await part.stop()
             except Exception:  # keep stopping the rest
                 log.exception("stopping %s", type(part).__name__)
+        await self.folds.close()
         await self.engine.dispose()

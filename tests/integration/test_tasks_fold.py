@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from schemas.messages import (
     ControlInstance,
@@ -27,7 +28,7 @@ from schemas.messages import (
     StepCommand,
 )
 from services.common import migrate
-from services.common.db import make_engine, make_sessionmaker
+from services.common.db import Transactions, make_engine, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
@@ -64,22 +65,37 @@ def completed(iid: str, step: str, visit: int = 1, minute: int = 5,
 
 
 @pytest.fixture()
-async def sessions(database_url: str | None,
-                   tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
     await migrate.upgrade(url, "tasks")
     engine = make_engine(url)
-    yield make_sessionmaker(engine)
+    yield engine
     await engine.dispose()
 
 
-async def fold(sessions: async_sessionmaker[AsyncSession], commands: Sequence[StepCommand] = (),
+@pytest.fixture()
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture()
+async def transactions(engine: AsyncEngine) -> AsyncIterator[Transactions]:
+    """The consumer's: on SQLite a sync engine in a thread of its own."""
+    transactions = Transactions(engine)
+    yield transactions
+    await transactions.close()
+
+
+async def fold(transactions: Transactions, commands: Sequence[StepCommand] = (),
                events: Sequence[InstanceEvent] = ()) -> int:
     """One consumer batch: commands first, then events, in one transaction."""
-    async with sessions() as session, session.begin():
-        created = await inbox.apply_commands(session, commands, T0)
-        await journey.apply_events(session, events, T0)
-    return created
+
+    def work(session: Session) -> int:
+        created = inbox.apply_commands(session, commands, T0)
+        journey.apply_events(session, events, T0)
+        return created
+
+    return await transactions.run(work)
 
 
 async def tasks_of(sessions: async_sessionmaker[AsyncSession], iid: str) -> dict[str, Task]:
@@ -100,16 +116,17 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: Any) -> int:
 
 
 async def test_created_and_retired_in_one_batch_and_the_batch_again_changes_nothing(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
     batch = ([command("i1", "clean")],
              [entered("i1", "clean"), completed("i1", "clean")])
-    assert await fold(sessions, *batch) == 1
+    assert await fold(transactions, *batch) == 1
     task = (await tasks_of(sessions, "i1"))["i1/clean/1"]
     assert (task.status, task.outcome, task.assignee) == ("completed", "pass", "op-7")
     assert await announced(sessions, "i1") == ["i1/clean/1/completed", "i1/clean/1/created"]
     rows = [await count(sessions, m) for m in (Task, Visit, Instance, TaskOutbox)]
 
-    assert await fold(sessions, *batch) == 0  # redelivered after a crash before the commit
+    assert await fold(transactions, *batch) == 0  # redelivered after a crash before the commit
     assert [await count(sessions, m) for m in (Task, Visit, Instance, TaskOutbox)] == rows
     async with sessions() as s:
         visit = await s.scalar(select(Visit).where(Visit.instance_id == "i1"))
@@ -117,31 +134,34 @@ async def test_created_and_retired_in_one_batch_and_the_batch_again_changes_noth
 
 
 async def test_a_command_after_its_completion_lands_completed_and_unannounced(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
-    await fold(sessions, events=[entered("i2", "inspect")])
-    await fold(sessions, events=[completed("i2", "inspect", outcome="fail")])
-    assert await fold(sessions, [command("i2", "inspect")]) == 0  # a replay's late command
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
+    await fold(transactions, events=[entered("i2", "inspect")])
+    await fold(transactions, events=[completed("i2", "inspect", outcome="fail")])
+    assert await fold(transactions, [command("i2", "inspect")]) == 0  # a replay's late command
     task = (await tasks_of(sessions, "i2"))["i2/inspect/1"]
     assert (task.status, task.outcome, task.assignee) == ("completed", "fail", "op-7")
     assert await announced(sessions, "i2") == []
 
 
 async def test_a_newer_visit_supersedes_the_older_in_the_same_batch_and_not_the_reverse(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
-    await fold(sessions, [command("i3", "rework", 1), command("i3", "rework", 2)])
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
+    await fold(transactions, [command("i3", "rework", 1), command("i3", "rework", 2)])
     tasks = await tasks_of(sessions, "i3")
     assert tasks["i3/rework/1"].status == "cancelled"
     assert tasks["i3/rework/2"].status == "open"
     # Visit 1's command again, late: it lands retired, announcing nothing new.
     before = await announced(sessions, "i3")
-    await fold(sessions, [command("i3", "rework", 1)])
+    await fold(transactions, [command("i3", "rework", 1)])
     assert await announced(sessions, "i3") == before
     assert "i3/rework/1/cancelled" in before
 
 
 async def test_an_ended_instance_retires_its_tasks_timers_and_jobs(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
-    await fold(sessions, [
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
+    await fold(transactions, [
         command("i4", "soak", step_type="timer", timer="PT1H", wake_at=at(61)),
         command("i4", "notify", step_type="automated",
                 action={"type": "webhook", "url": "http://127.0.0.1:9/hook"}),
@@ -151,7 +171,7 @@ async def test_an_ended_instance_retires_its_tasks_timers_and_jobs(
         assert (await s.get(Job, "i4/notify/1")).status == "queued"  # type: ignore[union-attr]
     cancel = InstanceEvent(kind=K.CANCELLED, instance_id="i4", process=P, at=at(9),
                            reason="customer withdrew")
-    await fold(sessions, events=[cancel])
+    await fold(transactions, events=[cancel])
     tasks = await tasks_of(sessions, "i4")
     assert {t.status for t in tasks.values()} == {"cancelled"}
     async with sessions() as s:
@@ -165,11 +185,12 @@ async def test_an_ended_instance_retires_its_tasks_timers_and_jobs(
 
 
 async def test_many_instances_in_one_batch_each_get_their_own_rows(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
     iids = [f"m{n}" for n in range(1200)]  # more than one IN-list chunk
-    await fold(sessions, [command(i, "receive") for i in iids],
+    await fold(transactions, [command(i, "receive") for i in iids],
                [entered(i, "receive") for i in iids])
-    await fold(sessions, [command(i, "clean") for i in iids],
+    await fold(transactions, [command(i, "clean") for i in iids],
                [e for i in iids for e in (completed(i, "receive"), entered(i, "clean", 1, 6))])
     async with sessions() as s:
         statuses = dict((await s.execute(
@@ -181,14 +202,16 @@ async def test_many_instances_in_one_batch_each_get_their_own_rows(
 
 
 async def test_visits_inserted_then_closed_in_one_transaction_each_close_their_own_row(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession], transactions: Transactions) -> None:
     # The second fold changes visits the first one inserted, by the ids read back: a row
     # given another row's id would get another instance's outcome.
     iids = [f"v{n}" for n in range(40)]
-    async with sessions() as session, session.begin():
-        await journey.apply_events(session, [entered(i, "inspect", 1) for i in iids], T0)
-        await journey.apply_events(session, [completed(i, "inspect", 1, outcome=f"out-{i}")
-                                             for i in reversed(iids)], T0)
+    def work(session: Session) -> None:
+        journey.apply_events(session, [entered(i, "inspect", 1) for i in iids], T0)
+        journey.apply_events(session, [completed(i, "inspect", 1, outcome=f"out-{i}")
+                                       for i in reversed(iids)], T0)
+
+    await transactions.run(work)
     async with sessions() as s:
         visits = list(await s.scalars(select(Visit).where(Visit.step == "inspect")))
     assert sorted(v.instance_id for v in visits) == sorted(iids)
@@ -197,12 +220,13 @@ async def test_visits_inserted_then_closed_in_one_transaction_each_close_their_o
 
 
 async def test_the_instance_row_keeps_the_routers_parallel_state_and_clears_it(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession],
+        transactions: Transactions) -> None:
     """Events from the real routing core, folded batch by batch as the consumer would."""
     w = World(compiled(split_join()))
 
     async def parallel_of(*decisions: Decision) -> Any:
-        await fold(sessions, events=[e for d in decisions for e in d.events])
+        await fold(transactions, events=[e for d in decisions for e in d.events])
         async with sessions() as s:
             row = await s.get(Instance, "p1")
             assert row is not None
@@ -222,9 +246,9 @@ async def test_the_instance_row_keeps_the_routers_parallel_state_and_clears_it(
     assert await parallel_of(w.done("after")) is None
 
     w.start("par", instance="p2")
-    await fold(sessions, events=[e for _, d in w.log[-1:] for e in d.events])
+    await fold(transactions, events=[e for _, d in w.log[-1:] for e in d.events])
     w.feed(ControlInstance(instance_id="p2", action=InstanceAction.CANCEL))
-    await fold(sessions, events=w.log[-1][1].events)
+    await fold(transactions, events=w.log[-1][1].events)
     async with sessions() as s:
         row = await s.get(Instance, "p2")
         assert row is not None and row.status == "cancelled" and row.parallel is None

@@ -1,0 +1,112 @@
+"""`Transactions`: a sync function in one transaction, on SQLite in a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from services.common import migrate
+from services.common.db import Transactions, make_engine, make_sessionmaker
+from services.tasks.models import MessageOutbox
+from tests.conftest import async_wait_for
+
+pytestmark = pytest.mark.integration
+AT = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+@pytest.fixture()
+async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+def message(event_id: str) -> MessageOutbox:
+    return MessageOutbox(event_id=event_id, topic="t", ce_type="c", key="k", payload={},
+                         created_at=AT)
+
+
+async def outbox_ids(engine: AsyncEngine) -> list[str]:
+    async with make_sessionmaker(engine)() as s:
+        return list(await s.scalars(select(MessageOutbox.event_id).order_by(MessageOutbox.id)))
+
+
+async def test_commits_what_the_function_did_and_returns_its_result(
+        engine: AsyncEngine) -> None:
+    transactions = Transactions(engine)
+    try:
+        def work(session: Session) -> int:
+            session.add_all([message("m1"), message("m2")])
+            session.flush()
+            return session.scalar(select(func.count()).select_from(MessageOutbox)) or 0
+
+        assert await transactions.run(work) == 2
+    finally:
+        await transactions.close()
+    assert await outbox_ids(engine) == ["m1", "m2"]  # committed, seen by another connection
+
+
+async def test_rolls_back_everything_when_the_function_raises(engine: AsyncEngine) -> None:
+    transactions = Transactions(engine)
+    try:
+        def work(session: Session) -> None:
+            session.add(message("kept-out"))
+            session.flush()  # written to the transaction, then rolled back
+            raise ValueError("no")
+
+        with pytest.raises(ValueError, match="no"):
+            await transactions.run(work)
+        await transactions.run(lambda session: session.add(message("after")))
+    finally:
+        await transactions.close()
+    assert await outbox_ids(engine) == ["after"]
+
+
+async def test_on_sqlite_a_wait_for_the_write_lock_leaves_the_event_loop_free(
+        tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    transactions = Transactions(engine)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    entered = threading.Event()
+    try:
+        async with engine.connect() as holder:  # another connection takes the write lock
+            await holder.execute(text("BEGIN IMMEDIATE"))
+
+            def work(session: Session) -> None:
+                entered.set()
+                session.execute(text("BEGIN IMMEDIATE"))  # waits for the holder's lock
+                session.add(message("waited"))
+
+            run = asyncio.create_task(transactions.run(work))
+            await async_wait_for(entered.is_set, within=10, what="the function to start")
+            before = ticks
+            # The loop keeps running while the function waits in its thread.
+            await async_wait_for(lambda: ticks >= before + 20, within=10, what="ticks")
+            assert not run.done()
+            await holder.rollback()
+        await asyncio.wait_for(run, 10)
+    finally:
+        ticker.cancel()
+        await transactions.close()
+    assert await outbox_ids(engine) == ["waited"]
+    await engine.dispose()
