@@ -2,6 +2,7 @@
 
 At-least-once: offsets are committed only after the batch's transaction (and its dead
 letters) succeeded, so a crash in between means a redelivery, which the handlers make a no-op.
+A batch's commit runs while the next batch is applied; the one after waits for it.
 A record that cannot be decoded or validated is dead-lettered and committed: it never blocks
 its partition. A database error is retried with backoff; an error that retrying cannot fix
 is isolated to its record, which is dead-lettered.
@@ -70,6 +71,7 @@ class BatchConsumer:
         self.on_commit = on_commit  # rows were written: e.g. wake the outbox publishers
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._commit: asyncio.Task[None] | None = None  # the last batch's offsets, under way
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -93,6 +95,7 @@ class BatchConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._committed()  # a batch applied is a batch committed, if the broker lets us
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -143,11 +146,32 @@ class BatchConsumer:
             await self._dead_letter(record, why)
         for topic, items in valid.items():
             metrics.RECORDS.labels(topic.removeprefix(self.settings.topic_prefix)).inc(len(items))
+        # The commit runs while the next batch is fetched and applied (a round trip to the
+        # broker: ~10 ms a batch under load, bench `inbox`); commits stay in order.
+        await self._committed()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        self._commit = asyncio.create_task(self._commit_offsets(offsets),
+                                           name=f"{self.name}-commit")
+
+    async def _committed(self) -> None:
+        """Wait for the commit under way, if any."""
+        commit = self._commit
+        if commit is not None:
+            await asyncio.shield(commit)  # a cancelled waiter leaves the commit to finish
+            if self._commit is commit:
+                self._commit = None
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self._consumer is not None
+        owned = self._consumer.assignment()  # a rebalance may have taken some away since
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
         try:
-            assert self._consumer is not None
-            await self._consumer.commit()
+            if offsets:
+                await self._consumer.commit(offsets)
         except CommitFailedError:  # rebalanced away: the new owner redelivers, idempotently
             log.warning("%s: offset commit failed after a rebalance", self.name)
+        except Exception:  # left uncommitted: redelivered after a restart, a no-op then
+            log.exception("%s: offset commit failed", self.name)
 
     def _fold(self, messages: dict[str, list[Any]], now: datetime) -> Callable[[Session], None]:
         """One transaction's work: each topic's messages through its handler, commands first."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.messages import InstanceEvent, ProcessRef, StepCommand, Subject
 from schemas.topics import COMMAND_V1, COMPLETED_V1, DEAD_LETTER_V1, instance_event_type
@@ -21,6 +21,7 @@ from services.common.envelopes import decode
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
+from services.tasks.service import consumer_group
 from tests.conftest import async_wait_for
 from tests.conftest import serve_app as serve
 
@@ -248,6 +249,35 @@ async def test_malformed_command_is_dead_lettered_and_consumption_goes_on(
     assert [d["reason"] for d in letters] == ["malformed", "malformed", "unsupported_type"]
     assert letters[0]["value"] == "{not json" and letters[0]["topic"] == topics.commands_topic
     assert "StepCommand" in letters[1]["detail"] and letters[1]["offset"] == 1
+
+
+async def committed(settings: Settings, topic: str) -> int:
+    """The tasks group's committed offsets on `topic`, summed over its partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=consumer_group(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offsets = [await consumer.committed(TopicPartition(topic, p))
+                   for p in range(settings.partitions)]
+    finally:
+        await consumer.stop()
+    return sum(o or 0 for o in offsets)
+
+
+async def test_the_last_batch_is_committed_though_no_batch_follows(
+    client: httpx.AsyncClient, producer: EventProducer, topics: Settings
+) -> None:
+    # A batch's commit runs while the next batch is applied: it must happen without one too.
+    instances = [new_instance() for _ in range(3)]
+    for inst in instances:
+        await send_command(producer, command(inst, "inspect"))
+    for inst in instances:
+        await wait_tasks(client, inst, 1)
+
+    async def all_committed() -> bool:
+        return await committed(topics, topics.commands_topic) == len(instances)
+
+    await async_wait_for(all_committed, within=30, what="the commands' offsets committed")
 
 
 async def test_journey_read_model(client: httpx.AsyncClient, producer: EventProducer) -> None:
