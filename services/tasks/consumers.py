@@ -33,6 +33,8 @@ from services.tasks import metrics
 
 log = logging.getLogger(__name__)
 
+Batch = dict[TopicPartition, list[ConsumerRecord]]
+BATCH_MAX = 500  # records per batch (one transaction)
 # A fold: records of one topic into rows, in the caller's transaction (`Transactions.run`).
 Apply = Callable[[Session, Sequence[Any], datetime], Any]
 
@@ -60,6 +62,10 @@ def _retryable(exc: BaseException) -> bool:
     )
 
 
+def _count(batch: Batch) -> int:
+    return sum(len(records) for records in batch.values())
+
+
 class BatchConsumer:
     """Consume `handlers`' topics in one group and fold them into SQL in micro-batches."""
 
@@ -72,6 +78,8 @@ class BatchConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._commit: asyncio.Task[None] | None = None  # the last batch's offsets, under way
+        self._taken: Batch = {}  # records taken while a batch was applied: the next batch
+        self._taking: asyncio.Future[Batch] | None = None  # the `getmany` waiting for records
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -100,29 +108,70 @@ class BatchConsumer:
             await self._consumer.stop()
 
     async def _run(self) -> None:
+        """Take records and apply them in batches, taking the next batch's while one applies.
+
+        aiokafka sends no new fetch to a broker while records it fetched from it wait to be
+        taken, so records reaching the broker while a batch is applied used to wait for the
+        batch after next. One `getmany` is kept waiting at all times instead (cancelled only at a
+        stop: a cancelled `getmany` leaves aiokafka counting a fetch in progress), and a batch is
+        what it took while the one before applied (bench `inbox`, bench/results/NOTES.md,
+        session 7). The fold runs in a thread of its own on SQLite, so taking costs it little.
+        """
         assert self._consumer is not None
         backoff = 0.2
-        while True:
-            batch: dict[TopicPartition, list[ConsumerRecord]] = {}
-            try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
-                if batch:
-                    await self.process(batch)
-                backoff = 0.2
-            except Exception as exc:  # retried: log loudly, rewind, back off
-                log.exception("%s: batch failed, retrying in %.1fs", self.name, backoff)
-                metrics.BATCH_FAILURES.labels(type(exc).__name__).inc()
-                for tp, records in batch.items():
-                    self._consumer.seek(tp, records[0].offset)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        batch: Batch = {}
+        work: asyncio.Future[None] | None = None
+        try:
+            while True:
+                batch = {}
+                try:
+                    while not self._taken:
+                        await self._take()
+                    batch, self._taken = self._taken, {}
+                    work = asyncio.ensure_future(self.process(batch))
+                    while not work.done():
+                        await self._take(work)
+                    work.result()
+                    backoff = 0.2
+                except Exception as exc:  # retried: log loudly, rewind, back off
+                    log.exception("%s: batch failed, retrying in %.1fs", self.name, backoff)
+                    metrics.BATCH_FAILURES.labels(type(exc).__name__).inc()
+                    if work is not None and not work.done():  # the take failed: finish first
+                        await asyncio.wait({work})
+                    # Back to the batch's first records, and to those taken since (a take
+                    # still waiting returns records from there on).
+                    for tp, records in {**self._taken, **batch}.items():
+                        self._consumer.seek(tp, records[0].offset)
+                    self._taken = {}
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:  # stopping: the batch's work ends here, and the consumer stops next
+            for future in (work, self._taking):
+                if future is not None and not future.done():
+                    future.cancel()
+                    await asyncio.wait({future})
+
+    async def _take(self, work: asyncio.Future[None] | None = None) -> None:
+        """Wait for the waiting `getmany` (or for `work` to end first), adding what it took
+        to `_taken`; a new one is started while there is room."""
+        assert self._consumer is not None
+        room = BATCH_MAX - _count(self._taken)
+        if self._taking is None and room > 0:
+            self._taking = asyncio.ensure_future(
+                self._consumer.getmany(timeout_ms=500, max_records=room))
+        waiting = {f for f in (self._taking, work) if f is not None}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._taking is not None and self._taking.done():
+            taking, self._taking = self._taking, None
+            for tp, records in taking.result().items():
+                self._taken.setdefault(tp, []).extend(records)
 
     @property
     def running(self) -> bool:
         """True while the consume loop is alive (for health checks)."""
         return self._task is not None and not self._task.done()
 
-    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def process(self, batch: Batch) -> None:
         """Apply one fetched batch, dead-letter what cannot be applied, commit offsets."""
         valid: dict[str, list[tuple[ConsumerRecord, Any]]] = {t: [] for t in self.handlers}
         rejects: list[tuple[ConsumerRecord, Rejected]] = []
