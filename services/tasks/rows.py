@@ -11,8 +11,10 @@ queries (per instance its `instances` row, active tasks, open visits, live timer
 (instance, step) of the batch that step's ended tasks and visits too; and those tasks' outbox
 event ids), indexes what the folds add so a later record of the batch sees an earlier one's
 rows, and `flush()` inserts the new rows (executemany) and updates the changed ones by primary
-key, grouped by the columns that changed. `python -m bench.run --only fold` measures it:
-636 completions/s on SQLite, 1,280/s on PostgreSQL (bench/results/NOTES.md, session 3).
+key, grouped by the columns that changed. The folds are sync code: the consumer runs them in
+`services.common.db.Transactions` (on SQLite, a thread of its own with one hand-off per batch).
+`python -m bench.run --only fold` measures it: 1,833 completions/s on SQLite (session 7;
+636/s in session 3, 1,280/s on PostgreSQL then; bench/results/NOTES.md).
 
 Nothing may change those rows between the read and the write: on SQLite the transaction takes
 the write lock before it reads (`BEGIN IMMEDIATE`; the HTTP API's writes wait for it), on

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import migrate
 from services.common.brokers import ensure_topics
+from services.common.db import make_engine
 from services.common.kafka import EventProducer, create_topics, topic_table
 from services.common.settings import Settings
 
@@ -34,6 +38,16 @@ def api(live: Settings) -> Iterator[httpx.Client]:
 
 
 # --- tasks service (each module provides `tasks_url`, and may override `topics`) -------------
+
+
+@pytest.fixture()
+async def tasks_engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on a migrated tasks database: a SQLite file, or the PostgreSQL one."""
+    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture()

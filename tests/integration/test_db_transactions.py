@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,15 +21,6 @@ pytestmark = pytest.mark.integration
 AT = datetime(2026, 11, 22, tzinfo=UTC)
 
 
-@pytest.fixture()
-async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
-    await migrate.upgrade(url, "tasks")
-    engine = make_engine(url)
-    yield engine
-    await engine.dispose()
-
-
 def message(event_id: str) -> MessageOutbox:
     return MessageOutbox(event_id=event_id, topic="t", ce_type="c", key="k", payload={},
                          created_at=AT)
@@ -42,8 +32,8 @@ async def outbox_ids(engine: AsyncEngine) -> list[str]:
 
 
 async def test_commits_what_the_function_did_and_returns_its_result(
-        engine: AsyncEngine) -> None:
-    transactions = Transactions(engine)
+        tasks_engine: AsyncEngine) -> None:
+    transactions = Transactions(tasks_engine)
     try:
         def work(session: Session) -> int:
             session.add_all([message("m1"), message("m2")])
@@ -53,11 +43,12 @@ async def test_commits_what_the_function_did_and_returns_its_result(
         assert await transactions.run(work) == 2
     finally:
         await transactions.close()
-    assert await outbox_ids(engine) == ["m1", "m2"]  # committed, seen by another connection
+    assert await outbox_ids(tasks_engine) == ["m1", "m2"]  # committed, seen by another connection
 
 
-async def test_rolls_back_everything_when_the_function_raises(engine: AsyncEngine) -> None:
-    transactions = Transactions(engine)
+async def test_rolls_back_everything_when_the_function_raises(
+        tasks_engine: AsyncEngine) -> None:
+    transactions = Transactions(tasks_engine)
     try:
         def work(session: Session) -> None:
             session.add(message("kept-out"))
@@ -69,7 +60,7 @@ async def test_rolls_back_everything_when_the_function_raises(engine: AsyncEngin
         await transactions.run(lambda session: session.add(message("after")))
     finally:
         await transactions.close()
-    assert await outbox_ids(engine) == ["after"]
+    assert await outbox_ids(tasks_engine) == ["after"]
 
 
 async def test_on_sqlite_a_wait_for_the_write_lock_leaves_the_event_loop_free(

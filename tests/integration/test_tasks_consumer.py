@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,17 +38,10 @@ def command(instance: str, n: int) -> StepCommand:
 
 @pytest.fixture()
 async def topics(settings: Settings) -> Settings:
-    """The broker's topics, once (no database parametrization: the test brings its SQLite)."""
+    """The broker's topics, once (no database parametrization: the test brings its SQLite);
+    conftest's `producer` uses these."""
     await ensure_topics(settings.kafka_bootstrap, topic_table(settings))
     return settings
-
-
-@pytest.fixture()
-async def producer(topics: Settings) -> AsyncIterator[EventProducer]:
-    p = EventProducer(topics, "test-router")
-    await p.start()
-    yield p
-    await p.stop()
 
 
 def partition(key: str, partitions: int) -> int:

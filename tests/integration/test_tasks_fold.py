@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,7 @@ from schemas.messages import (
     ProcessRef,
     StepCommand,
 )
-from services.common import migrate
-from services.common.db import Transactions, make_engine, make_sessionmaker
+from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
@@ -65,23 +63,14 @@ def completed(iid: str, step: str, visit: int = 1, minute: int = 5,
 
 
 @pytest.fixture()
-async def engine(database_url: str | None, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
-    await migrate.upgrade(url, "tasks")
-    engine = make_engine(url)
-    yield engine
-    await engine.dispose()
+def sessions(tasks_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(tasks_engine)
 
 
 @pytest.fixture()
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
-
-
-@pytest.fixture()
-async def transactions(engine: AsyncEngine) -> AsyncIterator[Transactions]:
+async def transactions(tasks_engine: AsyncEngine) -> AsyncIterator[Transactions]:
     """The consumer's: on SQLite a sync engine in a thread of its own."""
-    transactions = Transactions(engine)
+    transactions = Transactions(tasks_engine)
     yield transactions
     await transactions.close()
 
