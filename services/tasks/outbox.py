@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -23,9 +24,11 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from schemas.messages import TaskEvent, TaskEventKind
 from schemas.topics import TASK_EVENT_V1
+from services.common.db import Transactions
 from services.common.kafka import EventProducer
 from services.tasks import metrics
 from services.tasks.clock import Clock
@@ -87,12 +90,16 @@ class OutboxPublisher:
     """Background sender of an outbox table (task events unless told otherwise); `run()` is the
     task, `kick()` asks for a pass now."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: EventProducer,
-                 topic: str, clock: Clock, *, table: type[TaskOutbox | MessageOutbox] = TaskOutbox,
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], transactions: Transactions,
+                 producer: EventProducer, topic: str, clock: Clock, *,
+                 table: type[TaskOutbox | MessageOutbox] = TaskOutbox,
                  route: Route | None = None, idle_interval: float = 0.5,
                  initial_backoff: float = 0.2, max_backoff: float = 10.0,
                  batch: int = 200) -> None:
         self.sessions, self.producer, self.topic, self.clock = sessions, producer, topic, clock
+        # Writes go where the consumer's folds go: on SQLite, their thread, one at a time, so
+        # a `sent_at` update never holds the write lock that a fold then waits for.
+        self.transactions = transactions
         self.table: Any = table
         self.route: Route = route or (lambda _row: (topic, TASK_EVENT_V1))
         self.idle_interval, self.batch = idle_interval, batch
@@ -156,16 +163,21 @@ class OutboxPublisher:
                     sent.append(row.id)
             finally:
                 if sent:
-                    async with self.sessions.begin() as s:
-                        await s.execute(update(table).where(table.id.in_(sent))
-                                        .values(sent_at=self.clock.now(),
-                                                attempts=table.attempts + 1))
+                    await self.transactions.run(functools.partial(
+                        _mark_sent, table, sent, self.clock.now()))
                     (metrics.TASK_EVENTS if table is TaskOutbox
                      else metrics.MESSAGES).inc(len(sent))
             return len(sent)
 
     async def _record_failure(self, outbox_id: int, exc: Exception) -> None:
+        table = self.table
         with contextlib.suppress(Exception):  # bookkeeping only; the row stays unsent anyway
-            async with self.sessions.begin() as s:
-                await s.execute(update(self.table).where(self.table.id == outbox_id).values(
-                    attempts=self.table.attempts + 1, last_error=repr(exc)[:2000]))
+            await self.transactions.run(lambda s: s.execute(
+                update(table).where(table.id == outbox_id).values(
+                    attempts=table.attempts + 1, last_error=repr(exc)[:2000])))
+
+
+def _mark_sent(table: type[TaskOutbox | MessageOutbox], ids: list[int], at: datetime,
+               session: Session) -> None:
+    session.execute(update(table).where(table.id.in_(ids))
+                    .values(sent_at=at, attempts=table.attempts + 1))

@@ -78,17 +78,17 @@ class TasksService:
         self.sessions = make_sessionmaker(self.engine)
         self.store = Store(self.sessions)
         self.producer = EventProducer(settings, SERVICE)
-        self.folds = Transactions(self.engine)  # the consumer's transactions
-        self.consumer = BatchConsumer(settings, self.folds, self.producer,
+        self.transactions = Transactions(self.engine)  # the consumer's and the outboxes' writes
+        self.consumer = BatchConsumer(settings, self.transactions, self.producer,
                                       handlers(settings, self.automation),
                                       consumer_group(settings), SERVICE,
                                       on_commit=self.kick)
-        self.publisher = OutboxPublisher(self.sessions, self.producer,
+        self.publisher = OutboxPublisher(self.sessions, self.transactions, self.producer,
                                          settings.task_events_topic, self.clock)
         self.sweeper = SlaSweeper(self.sessions, self.clock, settings.sla_sweep_interval,
                                   on_breach=self.publisher.kick)
         self.messages = OutboxPublisher(
-            self.sessions, self.producer, settings.completions_topic, self.clock,
+            self.sessions, self.transactions, self.producer, settings.completions_topic, self.clock,
             table=MessageOutbox, route=message_route(settings.topic_prefix),
             idle_interval=self.automation.scheduler_interval)
         self.jobs = JobStore(self.sessions, self.automation)
@@ -133,5 +133,5 @@ class TasksService:
                 await part.stop()
             except Exception:  # keep stopping the rest
                 log.exception("stopping %s", type(part).__name__)
-        await self.folds.close()
+        await self.transactions.close()
         await self.engine.dispose()
