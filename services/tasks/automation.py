@@ -22,7 +22,7 @@ from schemas.messages import (
     TaskEventKind,
 )
 from schemas.topics import COMPLETED_V1, HOLD_V1, INSTANCE_REQUESTS, STEP_COMPLETIONS
-from services.tasks import metrics, outbox
+from services.tasks import metrics, outbox, rows
 from services.tasks.actions import (
     HANDLER,
     TIMER,
@@ -64,6 +64,7 @@ def enqueue(session: Session, topic_suffix: str, ce_type: str, key: str,
         return False
     session.add(MessageOutbox(event_id=event_id, topic=topic_suffix, ce_type=ce_type, key=key,
                               payload=payload, created_at=at))
+    rows.wrote(session, MessageOutbox.__tablename__)
     return True
 
 

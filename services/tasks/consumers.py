@@ -29,7 +29,7 @@ from services.common.db import Transactions
 from services.common.envelopes import MalformedRecord, decode, utcnow
 from services.common.kafka import EventProducer, send_dead_letter
 from services.common.settings import Settings
-from services.tasks import metrics
+from services.tasks import metrics, rows
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,13 @@ class BatchConsumer:
 
     def __init__(self, settings: Settings, transactions: Transactions,
                  producer: EventProducer, handlers: dict[str, Handler], group_id: str,
-                 name: str = "tasks", on_commit: Callable[[], None] = lambda: None) -> None:
+                 name: str = "tasks",
+                 on_commit: Callable[[frozenset[str]], None] = lambda _tables: None) -> None:
         self.settings, self.transactions, self.producer = settings, transactions, producer
         self.handlers, self.group_id, self.name = handlers, group_id, name
-        self.on_commit = on_commit  # rows were written: e.g. wake the outbox publishers
+        # Told the tables a batch inserted rows into, once committed: e.g. to wake the outbox
+        # publishers that have new rows to send.
+        self.on_commit = on_commit
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._commit: asyncio.Task[None] | None = None  # the last batch's offsets, under way
@@ -182,15 +185,18 @@ class BatchConsumer:
                 except Rejected as rejected:
                     rejects.append((record, rejected))
         now = utcnow()
+        written: frozenset[str] = frozenset()
         try:
-            await self.transactions.run(
+            written = await self.transactions.run(
                 self._fold({topic: [m for _, m in items] for topic, items in valid.items()}, now))
         except Exception as exc:
             if _retryable(exc):
                 raise
             # One bad record must not sink its batch: apply them one by one to find it.
-            rejects += await self._one_by_one(valid, now)
-        self.on_commit()
+            found, written = await self._one_by_one(valid, now)
+            rejects += found
+        if written:
+            self.on_commit(written)
         for record, why in rejects:
             await self._dead_letter(record, why)
         for topic, items in valid.items():
@@ -222,12 +228,15 @@ class BatchConsumer:
         except Exception:  # left uncommitted: redelivered after a restart, a no-op then
             log.exception("%s: offset commit failed", self.name)
 
-    def _fold(self, messages: dict[str, list[Any]], now: datetime) -> Callable[[Session], None]:
-        """One transaction's work: each topic's messages through its handler, commands first."""
+    def _fold(self, messages: dict[str, list[Any]],
+              now: datetime) -> Callable[[Session], frozenset[str]]:
+        """One transaction's work: each topic's messages through its handler, commands first;
+        it returns the tables it inserted rows into."""
 
-        def fold(session: Session) -> None:
+        def fold(session: Session) -> frozenset[str]:
             for topic, batch in messages.items():
                 self.handlers[topic].apply(session, batch, now)
+            return rows.written(session)
 
         return fold
 
@@ -247,20 +256,22 @@ class BatchConsumer:
             raise Rejected(RejectReason.MALFORMED, detail) from exc
         return message
 
-    async def _one_by_one(self, valid: dict[str, list[tuple[ConsumerRecord, Any]]],
-                          now: datetime) -> list[tuple[ConsumerRecord, Rejected]]:
+    async def _one_by_one(self, valid: dict[str, list[tuple[ConsumerRecord, Any]]], now: datetime,
+                          ) -> tuple[list[tuple[ConsumerRecord, Rejected]], frozenset[str]]:
+        """The records that fail on their own, and the tables the others inserted into."""
         failed = []
+        written: frozenset[str] = frozenset()
         for topic, items in valid.items():
             for record, message in items:
                 try:
-                    await self.transactions.run(self._fold({topic: [message]}, now))
+                    written |= await self.transactions.run(self._fold({topic: [message]}, now))
                 except Exception as exc:
                     if _retryable(exc):
                         raise
                     log.exception("%s: record %s@%d failed", self.name, topic, record.offset)
                     failed.append((record, Rejected(RejectReason.MALFORMED,
                                                     f"could not apply: {exc!r}"[:2000])))
-        return failed
+        return failed, written
 
     async def _dead_letter(self, record: ConsumerRecord, rejected: Rejected) -> None:
         metrics.DEAD_LETTERS.labels(rejected.reason.value).inc()

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from schemas.messages import TaskEvent, TaskEventKind
@@ -90,15 +90,16 @@ class OutboxPublisher:
     """Background sender of an outbox table (task events unless told otherwise); `run()` is the
     task, `kick()` asks for a pass now."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], transactions: Transactions,
-                 producer: EventProducer, topic: str, clock: Clock, *,
+    def __init__(self, transactions: Transactions, producer: EventProducer, topic: str,
+                 clock: Clock, *,
                  table: type[TaskOutbox | MessageOutbox] = TaskOutbox,
                  route: Route | None = None, idle_interval: float = 0.5,
                  initial_backoff: float = 0.2, max_backoff: float = 10.0,
                  batch: int = 200) -> None:
-        self.sessions, self.producer, self.topic, self.clock = sessions, producer, topic, clock
-        # Writes go where the consumer's folds go: on SQLite, their thread, one at a time, so
-        # a `sent_at` update never holds the write lock that a fold then waits for.
+        self.producer, self.topic, self.clock = producer, topic, clock
+        # Reads and writes go where the consumer's folds go: on SQLite, their thread, one at
+        # a time, so a `sent_at` update never holds the write lock that a fold then waits for,
+        # and a pass costs the event loop one hand-off, not aiosqlite's several per statement.
         self.transactions = transactions
         self.table: Any = table
         self.route: Route = route or (lambda _row: (topic, TASK_EVENT_V1))
@@ -135,9 +136,7 @@ class OutboxPublisher:
         of one instance stay in order); returns how many were sent."""
         async with self._lock:
             table = self.table
-            async with self.sessions() as s:
-                rows = list(await s.scalars(select(table).where(table.sent_at.is_(None))
-                                            .order_by(table.id).limit(self.batch)))
+            rows = await self.transactions.run(functools.partial(_unsent, table, self.batch))
             sent: list[int] = []
             try:
                 # Every row is queued first (in order: the producer keeps each partition's
@@ -175,6 +174,14 @@ class OutboxPublisher:
             await self.transactions.run(lambda s: s.execute(
                 update(table).where(table.id == outbox_id).values(
                     attempts=table.attempts + 1, last_error=repr(exc)[:2000])))
+
+
+def _unsent(table: type[TaskOutbox | MessageOutbox], limit: int,
+            session: Session) -> list[TaskOutbox | MessageOutbox]:
+    """The oldest `limit` unsent rows (usable once the session is closed: it does not expire
+    what it read)."""
+    return list(session.scalars(select(table).where(table.sent_at.is_(None))
+                                .order_by(table.id).limit(limit)))
 
 
 def _mark_sent(table: type[TaskOutbox | MessageOutbox], ids: list[int], at: datetime,

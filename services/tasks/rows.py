@@ -62,6 +62,7 @@ from services.tasks.models import (
 
 CHUNK = 500  # ids per IN list
 _KEY = "flowline.batch_rows"
+_WRITTEN = "flowline.written"
 
 
 def _table(model: Any) -> Table:
@@ -75,6 +76,18 @@ TIMERS, JOBS, TASK_OUTBOX = _table(Timer), _table(Job), _table(TaskOutbox)
 # ids are read back (RETURNING), matched to the rows by the columns named here, which a
 # unique constraint covers (uq_visit). (Outbox rows are never changed here.)
 CHANGED_AFTER_INSERT: dict[Table, tuple[str, ...]] = {VISITS: ("instance_id", "step", "visit")}
+
+
+def wrote(session: Session, table: str) -> None:
+    """Note that this transaction inserted rows into `table` (see `written`)."""
+    session.info.setdefault(_WRITTEN, set()).add(table)
+
+
+def written(session: Session) -> frozenset[str]:
+    """The tables this transaction inserted rows into, so far: after a fold commits, the
+    service wakes only the loops with new work (a publisher of an outbox nobody wrote to
+    would find nothing, and each look is a query)."""
+    return frozenset(session.info.get(_WRITTEN, ()))
 
 
 class Row(dict[str, Any]):
@@ -321,6 +334,7 @@ class BatchRows:
         for table, new in self._new.items():
             if not new:
                 continue
+            wrote(self.session, table.name)
             pk = table.autoincrement_column
             if pk is None or table not in CHANGED_AFTER_INSERT:
                 self.session.connection().execute(insert(table), [dict(row) for row in new])

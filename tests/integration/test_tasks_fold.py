@@ -29,6 +29,7 @@ from schemas.messages import (
 from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
+from services.tasks.rows import written
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
 from tests.unit.flows import World
 from tests.unit.graphs import compiled
@@ -241,3 +242,27 @@ async def test_the_instance_row_keeps_the_routers_parallel_state_and_clears_it(
     async with sessions() as s:
         row = await s.get(Instance, "p2")
         assert row is not None and row.status == "cancelled" and row.parallel is None
+
+
+async def test_a_fold_names_the_tables_it_inserted_rows_into(
+        transactions: Transactions) -> None:
+    """The service wakes an outbox publisher or the HTTP runner only for a batch that gave it
+    new rows (`rows.written`); a redelivered batch wakes nothing."""
+
+    def batch(commands: Sequence[StepCommand], events: Sequence[InstanceEvent] = (),
+              ) -> Any:
+        def work(session: Session) -> frozenset[str]:
+            inbox.apply_commands(session, commands, T0)
+            journey.apply_events(session, events, T0)
+            return written(session)
+        return work
+
+    review = batch([command("i9", "review")], [entered("i9", "review")])
+    assert await transactions.run(review) == {"tasks", "task_outbox", "instances", "visits"}
+    assert await transactions.run(review) == frozenset()  # redelivered: nothing new
+    hook = batch([command("i9", "notify", step_type="automated",
+                          action={"type": "webhook", "url": "http://127.0.0.1:9/hook"})])
+    assert await transactions.run(hook) == {"tasks", "task_outbox", "jobs"}
+    # A timer the automation cannot run holds the instance: a message the router is owed.
+    broken = batch([command("i9", "soak", step_type="timer", timer="not a duration")])
+    assert "message_outbox" in await transactions.run(broken)
