@@ -91,12 +91,17 @@ class CpuMeter:
     started: float = field(default_factory=time.monotonic)
     busy0: int = field(default_factory=_busy_ticks)
     ours: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid -> (first, last)
+    names: dict[int, str] = field(default_factory=dict)  # pid -> what it is, when told
     load0: float = field(default_factory=lambda: os.getloadavg()[0])
+    bench0: int = field(default_factory=lambda: process_ticks(os.getpid()))
 
-    def track(self, pid: int | None) -> None:
+    def track(self, pid: int | None, name: str | None = None) -> None:
+        """Book `pid`'s CPU to us from now on; a `name` lists it in `cores_by_process` too."""
         if pid and pid not in self.ours:
             t = process_ticks(pid)
             self.ours[pid] = (t, t)
+        if pid and name:
+            self.names[pid] = name
 
     def retire(self, pid: int | None) -> None:
         if pid in self.ours:
@@ -110,6 +115,11 @@ class CpuMeter:
         ours = sum(last - first for first, last in self.ours.values()) / TICKS / seconds
         total = (_busy_ticks() - self.busy0) / TICKS / seconds
         others = max(0.0, total - ours)
+        # Per named process, and the bench's own (part of `others`: it is the load, not us).
+        by_process = {"bench": (process_ticks(os.getpid()) - self.bench0) / TICKS / seconds}
+        for pid, name in self.names.items():
+            first, last = self.ours[pid]
+            by_process[name] = by_process.get(name, 0.0) + (last - first) / TICKS / seconds
         return {
             "seconds": round(seconds, 1),
             "cpu_cores_total": round(total, 2),
@@ -117,4 +127,5 @@ class CpuMeter:
             "cpu_cores_others": round(others, 2),
             "loadavg_1m_at_start": round(self.load0, 2),
             "under_load": others > CONTENDED_CORES,
+            "cores_by_process": {name: round(cores, 3) for name, cores in by_process.items()},
         }

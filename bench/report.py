@@ -56,6 +56,12 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(cpu.get('cpu_cores_ours'))} | {_fmt(cpu.get('cpu_cores_others'))} | "
                      f"{_fmt(cpu.get('loadavg_1m_at_start'))} | "
                      f"{'**yes**' if cpu.get('under_load') else 'no'} |")
+    shares = [(name, sc["cpu"]["cores_by_process"]) for name, sc in result["scenarios"].items()
+              if (sc.get("cpu") or {}).get("cores_by_process")]
+    if shares:
+        lines += ["", "CPU by process (cores; `bench` is the load generator, in others' CPU):", ""]
+        lines += [f"- {name}: " + ", ".join(f"{p} {c:.2f}" for p, c in by.items())
+                  for name, by in shares]
     return "\n".join(lines) + "\n"
 
 

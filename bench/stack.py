@@ -67,7 +67,7 @@ class Routers:
         for stack in self.stacks:
             if "router" not in stack.procs:
                 await asyncio.to_thread(stack.start, ("router",), within)
-                self.meter.track(self.pid(stack))
+                self.meter.track(self.pid(stack), "router")
         return time.monotonic() - started
 
     @staticmethod
@@ -94,7 +94,7 @@ class Routers:
         started = time.monotonic()
         stack = self.stacks[n]
         await asyncio.to_thread(stack.start, ("router",), within)
-        self.meter.track(self.pid(stack))
+        self.meter.track(self.pid(stack), "router")
         return time.monotonic() - started
 
     async def stop(self) -> None:

@@ -105,7 +105,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         "tasks_url": f"http://127.0.0.1:{free_port()}"})
     await prepare(settings)
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     stack = Stack(settings)
     tag = settings.topic_prefix.rstrip(".")
     iids = [workload.instance_id(tag, n) for n in range(m)]
@@ -121,7 +121,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     try:
         await asyncio.to_thread(stack.start, SERVICES, 90)
         for service in SERVICES:
-            meter.track(stack.procs[service].pid)
+            meter.track(stack.procs[service].pid, service)
         watcher.start()
         await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
         first = [f"{iid}/{workload.PATH[0][0]}/1" for iid in iids]

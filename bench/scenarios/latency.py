@@ -44,7 +44,7 @@ async def run_at(ctx: Context, rate: float, m: int, rounds: int) -> dict[str, An
     settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "l")
     await prepare(settings)
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
     sent: dict[bytes, list[float]] = defaultdict(list)
     got: dict[bytes, list[Seen]] = defaultdict(list)

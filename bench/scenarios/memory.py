@@ -33,7 +33,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "m")
     await prepare(settings)
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
     reader = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False).start()
     result: dict[str, Any] = {"instances": n}

@@ -31,7 +31,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         (settings.instance_events_topic, parts, {}), (state_topic, parts, {})])
     shape = workload.router_output_shape()
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     completions = workload.completions(settings.topic_prefix.rstrip("."), n)
     reader = await TopicReader(ctx.bootstrap, settings.commands_topic).start()
     result: dict[str, Any] = {"completions": len(completions),
@@ -46,7 +46,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             f"{settings.topic_prefix}raw", settings.commands_topic,
             settings.instance_events_topic, state_topic, json.dumps(dataclasses.asdict(shape)),
             cwd=REPO)
-        meter.track(proc.pid)
+        meter.track(proc.pid, "raw loop")
         want = len(completions)
         waiting = asyncio.create_task(reader.wait_for(want, within=60 + want / 500))
         exited = asyncio.create_task(proc.wait())

@@ -36,7 +36,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "k")
     await prepare(settings)
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
     killed_ms = [float("inf")]
     resumed: list[float] = []

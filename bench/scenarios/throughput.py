@@ -33,7 +33,7 @@ async def run(ctx: Context, workers: int = 1, restart: bool = True) -> dict[str,
     settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "t")
     await prepare(settings)
     meter = CpuMeter()
-    meter.track(ctx.broker_pid)
+    meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
     reader = await TopicReader(ctx.bootstrap, settings.commands_topic).start()
     tag = settings.topic_prefix.rstrip(".")
