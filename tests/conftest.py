@@ -109,6 +109,7 @@ def settings(broker: Any, tmp_path: Path) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     return Settings(
         kafka_bootstrap=broker.bootstrap,
+        fetch_max_wait_ms=broker.fetch_max_wait_ms,
         topic_prefix=prefix,
         partitions=4,
         data_dir=tmp_path / "data",

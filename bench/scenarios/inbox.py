@@ -99,7 +99,7 @@ def next_step(round_: int) -> str:
 async def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes
     m, rate = sizes.inbox_instances, sizes.inbox_rate
-    base = bench_settings(ctx.bootstrap, ctx.work_dir, sizes.partitions, "i")
+    base = bench_settings(ctx, "i")
     settings = base.model_copy(update={
         "gateway_port": free_port(), "definitions_url": f"http://127.0.0.1:{free_port()}",
         "tasks_url": f"http://127.0.0.1:{free_port()}"})
@@ -116,6 +116,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         created.setdefault(json.loads(seen.value)["command_id"], seen.create_ms)
 
     commands = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False,
+                                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                  on_record=on_command).start()
     result: dict[str, Any] = {"instances": m, "rate": rate}
     try:

@@ -30,12 +30,13 @@ STEPS = 4
 
 async def run(ctx: Context) -> dict[str, Any]:
     n = ctx.sizes.memory_instances
-    settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "m")
+    settings = bench_settings(ctx, "m")
     await prepare(settings)
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
-    reader = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False).start()
+    reader = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False,
+                               fetch_max_wait_ms=settings.fetch_max_wait_ms).start()
     result: dict[str, Any] = {"instances": n}
     try:
         await routers.start(1)

@@ -23,7 +23,7 @@ from services.common.brokers import ensure_topics
 
 async def run(ctx: Context) -> dict[str, Any]:
     n = ctx.sizes.instances
-    settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "r")
+    settings = bench_settings(ctx, "r")
     state_topic = f"{settings.topic_prefix}raw-state"
     parts = ctx.sizes.partitions
     await ensure_topics(ctx.bootstrap, [
@@ -33,7 +33,8 @@ async def run(ctx: Context) -> dict[str, Any]:
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
     completions = workload.completions(settings.topic_prefix.rstrip("."), n)
-    reader = await TopicReader(ctx.bootstrap, settings.commands_topic).start()
+    reader = await TopicReader(ctx.bootstrap, settings.commands_topic,
+                               fetch_max_wait_ms=settings.fetch_max_wait_ms).start()
     result: dict[str, Any] = {"completions": len(completions),
                               "output_shape": dataclasses.asdict(shape)}
     proc: asyncio.subprocess.Process | None = None

@@ -33,7 +33,7 @@ STEADY_S = 4.0  # of load before each kill
 
 async def run(ctx: Context) -> dict[str, Any]:
     rate, reps = ctx.sizes.recovery_rate, ctx.sizes.recovery_reps
-    settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "k")
+    settings = bench_settings(ctx, "k")
     await prepare(settings)
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
@@ -48,6 +48,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             resumed_event.set()
 
     reader = await TopicReader(ctx.bootstrap, settings.commands_topic, keep=False,
+                                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                                on_record=on_record).start()
     producer = AIOKafkaProducer(bootstrap_servers=ctx.bootstrap, linger_ms=5, acks="all")
     tag = settings.topic_prefix.rstrip(".")

@@ -30,12 +30,13 @@ async def run(ctx: Context, workers: int = 1, restart: bool = True) -> dict[str,
     a member, no rebalance under way) the completions are produced to them, so a worker
     joining or a rebalance is not part of the rate (the `scaling` scenario)."""
     n, steps = ctx.sizes.instances, len(workload.PATH)
-    settings = bench_settings(ctx.bootstrap, ctx.work_dir, ctx.sizes.partitions, "t")
+    settings = bench_settings(ctx, "t")
     await prepare(settings)
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
     routers = Routers.of(settings, meter)
-    reader = await TopicReader(ctx.bootstrap, settings.commands_topic).start()
+    reader = await TopicReader(ctx.bootstrap, settings.commands_topic,
+                               fetch_max_wait_ms=settings.fetch_max_wait_ms).start()
     tag = settings.topic_prefix.rstrip(".")
     result: dict[str, Any] = {"instances": n, "completions": n * steps, "workers": workers,
                               "partitions": ctx.sizes.partitions}

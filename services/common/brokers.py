@@ -49,6 +49,9 @@ KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 DEFAULT_KAFKA_LIBS = KAFKA_DEPLOY_DIR / "libs"
 
 _T = TypeVar("_T")
+# `LocalBroker.fetch_max_wait_ms`: what a consumer's fetch waits at each kind of broker.
+KAFKA_FETCH_MAX_WAIT_MS = 500
+TANSU_FETCH_MAX_WAIT_MS = 20
 
 
 class BrokerError(RuntimeError):
@@ -63,6 +66,13 @@ class LocalBroker(ABC):
 
     #: "tansu" or "kafka": which feature set to expect (transactions, compaction, ...).
     kind: BrokerKind
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The `Settings.fetch_max_wait_ms` for this broker: Apache Kafka answers a fetch when
+        a record arrives (the default, 500 ms, only bounds an idle poll); Tansu polls its log,
+        so every hop would wait up to the whole wait: 20 ms there."""
+        return TANSU_FETCH_MAX_WAIT_MS if self.kind == "tansu" else KAFKA_FETCH_MAX_WAIT_MS
 
     @property
     @abstractmethod

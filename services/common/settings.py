@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # for the HTTP services by itself. "asyncio" is the fallback.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     log_level: str = "INFO"
+    # How long a consumer's fetch waits at the broker when there is nothing to read. Apache
+    # Kafka answers a fetch as soon as a record arrives, so a long wait costs no latency and
+    # spares the broker empty polls: an idle stack's broker used 0.32 of a core at 20 ms
+    # (bench/results/NOTES.md, session 8). The local Tansu broker's fetch polls instead, so a
+    # record waits up to this long there: `LocalBroker.fetch_max_wait_ms` says what to use.
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 
     @property

@@ -109,7 +109,7 @@ class Demo:
         consumer = AIOKafkaConsumer(
             self.settings.commands_topic, bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=f"{self.settings.topic_prefix}demo-equipment",
-            auto_offset_reset="earliest", fetch_max_wait_ms=20,
+            auto_offset_reset="earliest", fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             isolation_level=self.settings.isolation_level)
         producer = EventProducer(self.settings, "demo-equipment")
         await consumer.start()

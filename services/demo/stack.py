@@ -24,10 +24,11 @@ def port_or_free(preferred: int) -> int:
             return int(s.getsockname()[1])
 
 
-def local_settings(bootstrap: str, data_dir: Path) -> Settings:
+def local_settings(broker: LocalBroker, data_dir: Path) -> Settings:
     ports = [port_or_free(p) for p in (8100, 8101, 8102, 8103)]
     return Settings(
-        kafka_bootstrap=bootstrap,
+        kafka_bootstrap=broker.bootstrap,
+        fetch_max_wait_ms=broker.fetch_max_wait_ms,
         data_dir=data_dir,
         gateway_port=ports[0],
         definitions_url=f"http://127.0.0.1:{ports[1]}",
@@ -48,7 +49,7 @@ def dev_stack(broker_kind: str = "tansu",
     broker = broker_from_env(broker_kind)
     broker.start()
     try:
-        stack = Stack(local_settings(broker.bootstrap, data_dir.resolve()))
+        stack = Stack(local_settings(broker, data_dir.resolve()))
         try:
             stack.start()
             yield stack, broker

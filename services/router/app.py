@@ -454,7 +454,8 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
     table = app.Table("instances", default=None, partitions=settings.partitions,
                       options=dict(ROCKSDB))
     if view is None:  # not `or`: an empty view has len 0 and is falsy
-        view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+        view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic,
+                               settings.fetch_max_wait_ms)
     healer = StallHealer(app, {settings.requests_topic, settings.completions_topic},
                          settings.kafka_bootstrap,
                          hole_seconds=0.5 if settings.router_transactions else None)

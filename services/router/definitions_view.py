@@ -31,10 +31,11 @@ class DefinitionsView(Service):
     A `mode` service: the faust worker starts it with the app and stops it on shutdown.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int = 500) -> None:
         super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
+        self.fetch_max_wait_ms = fetch_max_wait_ms  # `Settings.fetch_max_wait_ms`
         self._versions: dict[tuple[str, str], dict[int, ProcessVersion]] = defaultdict(dict)
         self._graphs: dict[tuple[str, str, int], Graph] = {}
         self._changed = asyncio.Condition()
@@ -43,7 +44,8 @@ class DefinitionsView(Service):
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         await self._consumer.start()
         partitions = await self._wait_for_partitions()

@@ -23,7 +23,8 @@ def run(settings: Settings) -> None:
         # Also the policy: faust's consumer thread makes a loop of its own with it.
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs its own loop
-    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic,
+                           settings.fetch_max_wait_ms)
     app = create_app(settings, view)
     # The table's RocksDB copy is a cache of its changelog, and after a crash it can be ahead
     # of it: a state is put into RocksDB when it is stored, its changelog record is acked

@@ -2,7 +2,8 @@
 
 1. A configurable fetch wait. faust hardcodes `fetch_max_wait_ms=1500`; Apache Kafka answers a
    fetch as soon as data arrives, but the local Tansu broker polls, so each hop through the
-   router took ~0.75 s (measured 2026-11-22). `FLOWLINE_FETCH_MAX_WAIT_MS` sets it (20 ms).
+   router took ~0.75 s (measured 2026-11-22). `Settings.fetch_max_wait_ms` sets it: 500 ms
+   for Apache Kafka, 20 ms for Tansu (`LocalBroker.fetch_max_wait_ms`).
 
 2. Commits that never skip a record. faust's own commit bookkeeping loses records around a
    restart (`offsets.py` says how); here the commit point comes from `offsets.commit_point`,
@@ -59,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -82,7 +82,8 @@ BUFFER_MAX = 2_000  # table writes that may wait in faust's producer buffer (its
 
 
 def fetch_max_wait_ms() -> int:
-    return int(os.environ.get("FLOWLINE_FETCH_MAX_WAIT_MS", "20"))
+    """`Settings.fetch_max_wait_ms` of this worker (faust builds the consumers, not us)."""
+    return Settings().fetch_max_wait_ms
 
 
 def static_member_id() -> str | None:
@@ -177,6 +178,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         probe = await self._probe_consumer()
         parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in check}
         probe.assign(list(parts.values()))
+        try:
+            return await self._read_from(probe, parts, ends, check, within)
+        finally:
+            # Unassigned between reads: aiokafka keeps fetching the partitions a consumer is
+            # assigned, in the background, one empty poll after another.
+            probe.assign([])
+
+    async def _read_from(self, probe: AIOKafkaConsumer, parts: dict[Any, TopicPartition],
+                         ends: dict[Any, int], check: dict[Any, int],
+                         within: float) -> dict[Any, int]:
         for tp, end in check.items():
             probe.seek(parts[tp], end - 1)
         waiting = set(check)

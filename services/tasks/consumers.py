@@ -95,7 +95,7 @@ class BatchConsumer:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             rebalance_timeout_ms=20000,
-            fetch_max_wait_ms=100,  # the local broker's fetch polls; keep latency low
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             isolation_level=self.settings.isolation_level,
         )
         await self._consumer.start()

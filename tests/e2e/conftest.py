@@ -25,7 +25,8 @@ PROCESS = "remanufacturing"
 def stack(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prefix = f"e{uuid.uuid4().hex[:8]}."
     settings = Settings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=prefix, partitions=4,
+        kafka_bootstrap=broker.bootstrap, fetch_max_wait_ms=broker.fetch_max_wait_ms,
+        topic_prefix=prefix, partitions=4,
         data_dir=tmp_path_factory.mktemp("e2e"), gateway_port=free_port(),
         definitions_url=f"http://127.0.0.1:{free_port()}",
         tasks_url=f"http://127.0.0.1:{free_port()}", router_web_port=free_port(),

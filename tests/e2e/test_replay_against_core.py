@@ -107,7 +107,8 @@ class Simulation:
 
 
 def router_settings(broker: Any, data_dir: Path) -> Settings:
-    return Settings(kafka_bootstrap=broker.bootstrap, partitions=4,
+    return Settings(kafka_bootstrap=broker.bootstrap, fetch_max_wait_ms=broker.fetch_max_wait_ms,
+                    partitions=4,
                     topic_prefix=f"r{uuid.uuid4().hex[:8]}.", data_dir=data_dir,
                     router_web_port=free_port())
 

@@ -51,7 +51,8 @@ async def replay(history: Path) -> list[dict[str, Any]]:
     topics = {"definitions": settings.definitions_topic,
               "instance-requests": settings.requests_topic,
               "step-completions": settings.completions_topic}
-    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic)
+    view = DefinitionsView(settings.kafka_bootstrap, settings.definitions_topic,
+                           settings.fetch_max_wait_ms)
     table: dict[str, dict[str, Any]] = {}
     router = Router(settings, None, table, view)  # type: ignore[arg-type]  # no faust app: no I/O
     out = []

@@ -104,7 +104,8 @@ async def test_bad_data_is_a_422(client: httpx.AsyncClient, body: dict[str, Any]
 def stack(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("analyses")
     settings = Settings(
-        kafka_bootstrap=broker.bootstrap, topic_prefix=f"a{uuid.uuid4().hex[:8]}.",
+        kafka_bootstrap=broker.bootstrap, fetch_max_wait_ms=broker.fetch_max_wait_ms,
+        topic_prefix=f"a{uuid.uuid4().hex[:8]}.",
         partitions=4, data_dir=data_dir, gateway_port=free_port(),
         definitions_url=f"http://127.0.0.1:{free_port()}",
         tasks_url=f"http://127.0.0.1:{free_port()}", router_web_port=free_port(),

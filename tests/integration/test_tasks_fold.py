@@ -29,8 +29,8 @@ from schemas.messages import (
 from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
-from services.tasks.rows import written
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
+from services.tasks.rows import written
 from tests.unit.flows import World
 from tests.unit.graphs import compiled
 from tests.unit.test_routing_parallel import split_join
