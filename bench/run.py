@@ -31,6 +31,7 @@ from bench.machine import machine_info
 from bench.scenarios import (
     fold,
     graphs,
+    idle,
     inbox,
     latency,
     memory,
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "fold": fold.run,
     "scaling": scaling.run,
     "graphs": graphs.run,
+    "idle": idle.run,
 }
 
 

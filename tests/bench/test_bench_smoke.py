@@ -2,7 +2,7 @@
 
 Not a benchmark (the sizes are tiny and the machine is shared): it checks that `bench.run`
 still drives a real router and the raw loop end to end, the tasks fold on SQLite, the
-routing core against graph size, and the whole stack for the inbox, and
+routing core against graph size, and the whole stack for the inbox and idle, and
 writes a result with numbers.
 """
 
@@ -56,8 +56,13 @@ def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
 
 def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any,
                                                                    tmp_path: Path) -> None:
-    inbox = quick_run(broker, tmp_path / "results", "--only", "inbox",
-                      "--size", "inbox_instances=30")["scenarios"]["inbox"]
+    scenarios = quick_run(broker, tmp_path / "results", "--only", "inbox,idle",
+                          "--size", "inbox_instances=30")["scenarios"]
+    inbox, idle = scenarios["inbox"], scenarios["idle"]
+    # The idle stack: every process measured, and the polling costs something.
+    assert {"broker", "definitions", "tasks", "router", "gateway"} <= set(idle["cores"])
+    assert idle["stack_cores"] > 0
+    assert idle["fetch_max_wait_ms"] == broker.fetch_max_wait_ms
     rounds = 3  # half of bench.workload.PATH's six completions each way
     for path in ("kafka", "gateway"):
         phase = inbox[path]
