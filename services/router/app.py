@@ -469,6 +469,11 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
 
     @app.agent(inputs, name="route")
     async def route(stream: Any) -> None:
+        routing = route_batches(stream)
+        healer.agent = routing  # where it waits, should a stall outlast re-reading
+        await routing
+
+    async def route_batches(stream: Any) -> None:
         # Closed as the agent ends, however it ends: that stops the task taking events.
         async with contextlib.aclosing(batches(stream, BATCH_MAX)) as taken:
             async for events in taken:

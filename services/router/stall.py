@@ -43,10 +43,13 @@ class StallHealer:
         # partition's transaction stays open until its commit passes them: be quick.
         self.hole_seconds = idle_seconds if hole_seconds is None else hole_seconds
         self.last_event = time.monotonic()
+        self.last_batch = time.monotonic()  # the agent's, not a re-read's
         self._holes: dict[Any, tuple[tuple[int, int], float]] = {}
+        self._rewound: dict[Any, int] = {}  # partition -> the offset last re-read from
+        self.agent: Any = None  # the agent's coroutine, for `_state`
 
     def saw_event(self) -> None:
-        self.last_event = time.monotonic()
+        self.last_event = self.last_batch = time.monotonic()
 
     async def check(self) -> None:
         """Never raises: a diagnostic must not take the router down."""
@@ -88,6 +91,10 @@ class StallHealer:
         if await self._holds_records(tp, lo, hi):
             log.warning("%s[%s]: offsets %s..%s hold records the agent never got; re-reading "
                         "from %s", tp.topic, tp.partition, lo, hi - 1, lo)
+            if self._rewound.get(tp) == lo:  # the last re-read from here routed nothing
+                log.error("%s[%s]: re-read from %s again, no progress since the last: %s",
+                          tp.topic, tp.partition, lo, self._state(consumer, tp))
+            self._rewound[tp] = lo
             REWINDS.inc()
             consumer.resume_partitions({tp})  # a partition left paused is never fetched
             await consumer.seek(tp, lo)
@@ -96,6 +103,20 @@ class StallHealer:
             log.info("%s[%s]: offsets %s..%s hold no records; committing past them",
                      tp.topic, tp.partition, lo, hi - 1)
             consumer.confirm_empty(tp, lo, hi)
+
+    def _state(self, consumer: Any, tp: Any) -> str:
+        """What could hold delivery up, for a stall that re-reading does not cure."""
+        try:
+            app = self.app
+            buffers = [c.queue.qsize() for c in consumer._channels(tp.topic)]
+            return (f"agent's last batch {time.monotonic() - self.last_batch:.1f}s ago, "
+                    f"waiting at {awaiting(self.agent)}; "
+                    f"stream buffers {buffers}; flow suspended {consumer.suspend_flow.is_set()}; "
+                    f"flow control active {app.flow_control.is_active()}; producer buffer "
+                    f"{app.producer.buffer.size}; read offset {consumer._read_offset.get(tp)}; "
+                    f"paused {tp in consumer._paused_partitions}")
+        except Exception as exc:  # a diagnostic must not fail the check
+            return f"(state unavailable: {exc!r})"
 
     async def _holds_records(self, tp: Any, lo: int, hi: int, within: float = 10.0) -> bool:
         """Read [lo, hi) with a consumer of our own; True if any record is there.
@@ -121,3 +142,20 @@ class StallHealer:
             return True
         finally:
             await reader.stop()
+
+
+def awaiting(coroutine: Any) -> str:
+    """Where `coroutine` is suspended: each coroutine it awaits, outermost first (file:line)."""
+    if coroutine is None:
+        return "(unknown)"
+    where: list[str] = []
+    awaited: Any = coroutine
+    while awaited is not None and len(where) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None) \
+            or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}"
+                         f":{frame.f_lineno})")
+        awaited = (getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+                   or getattr(awaited, "gi_yieldfrom", None))
+    return " -> ".join(where) or repr(coroutine)
