@@ -23,6 +23,7 @@ class Sizes:
     inbox_rate: float = 200  # inbox: completions per second, paced (Kafka, then the gateway)
     fold_instances: int = 5000  # fold: instances walked through the path in SQL, no broker
     fold_batch: int = 170  # fold: completions per transaction (~500 records, one fetch)
+    warmup_seconds: float = 30.0  # a fresh broker is driven this long before the scenarios
     idle_settle: float = 8.0  # idle: seconds after the stack is up before measuring
     idle_seconds: float = 15.0  # idle: seconds measured
     partitions: int = 12
@@ -30,7 +31,7 @@ class Sizes:
 
 QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
               recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100,
-              fold_instances=300, idle_settle=1.0, idle_seconds=2.0)
+              fold_instances=300, warmup_seconds=0.0, idle_settle=1.0, idle_seconds=2.0)
 FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=6, latency_rate=1000,
              recovery_reps=3, recovery_rate=50, memory_instances=100_000, inbox_instances=1000)
 

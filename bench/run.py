@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, warmup
 from bench.brokers import broker_data_dir, broker_pid, broker_version, make_broker
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
@@ -40,6 +40,7 @@ from bench.scenarios import (
     scaling,
     throughput,
 )
+from services.common.brokers import fetch_max_wait_ms
 from services.common.settings import Settings
 
 Scenario = Callable[[Context], Awaitable[dict[str, Any]]]
@@ -78,8 +79,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run_all(ctx: Context, names: list[str]) -> dict[str, Any]:
+# Scenarios that never touch the broker: a run of only these needs no warm-up.
+NO_BROKER = frozenset({"fold", "graphs"})
+
+
+async def run_all(ctx: Context, names: list[str], warm_broker: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    seconds = ctx.sizes.warmup_seconds
+    if warm_broker and seconds > 0 and set(names) - NO_BROKER:
+        ctx.say(f"warming the broker for {seconds:.0f}s (bench/warmup.py)")
+        ctx.extra["warmup"] = await warmup.warm(ctx.bootstrap, seconds, ctx.sizes.partitions,
+                                                fetch_max_wait_ms(ctx.broker_kind))
     for name in names:
         ctx.say(f"== {name}")
         started = time.monotonic()
@@ -130,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                       work_dir=work, sizes=sizes,
                       profile_dir=work if args.profile else None, started=ctx_started)
         ctx.say(f"broker {ctx.broker_version} at {ctx.bootstrap}")
-        scenarios = asyncio.run(run_all(ctx, names))
+        # A broker we started is fresh; one already running (--bootstrap) is left as it is.
+        scenarios = asyncio.run(run_all(ctx, names, warm_broker=not args.bootstrap))
     finally:
         broker.close()
     stem = args.name or (f"{started_at:%Y%m%d-%H%M%S}-{broker.kind}"
@@ -148,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            else sys.argv[1:]),
             "mode": "quick" if args.quick else "full",
             "sizes": vars(sizes),
-            "broker": {"kind": broker.kind, "version": ctx.broker_version},
+            "broker": {"kind": broker.kind, "version": ctx.broker_version,
+                       "warmup": ctx.extra.get("warmup")},
             # FLOWLINE_ROUTER_GUARANTEE=exactly_once in the environment reaches every router
             "guarantee": Settings().router_guarantee,
             "machine": machine,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from bench.context import Context
 from bench.machine import TICKS, CpuMeter, process_ticks, rss_mb
 from bench.workload import definition_record, process_version
-from services.common.brokers import KAFKA_FETCH_MAX_WAIT_MS, TANSU_FETCH_MAX_WAIT_MS
+from services.common.brokers import fetch_max_wait_ms
 from services.common.kafka import EventProducer, create_topics
 from services.common.settings import Settings
 from services.devstack import Stack
@@ -27,10 +27,10 @@ def free_port() -> int:
 def bench_settings(ctx: Context, tag: str) -> Settings:
     """A scenario's settings: its own topic prefix and data dir, the fetch wait for its broker."""
     prefix = f"b{tag}{uuid.uuid4().hex[:6]}."
-    fetch_wait = TANSU_FETCH_MAX_WAIT_MS if ctx.broker_kind == "tansu" else KAFKA_FETCH_MAX_WAIT_MS
     return Settings(kafka_bootstrap=ctx.bootstrap, topic_prefix=prefix,
                     partitions=ctx.sizes.partitions, data_dir=ctx.work_dir / prefix.rstrip("."),
-                    router_web_port=free_port(), fetch_max_wait_ms=fetch_wait,
+                    router_web_port=free_port(),
+                    fetch_max_wait_ms=fetch_max_wait_ms(ctx.broker_kind),
                     log_level="WARNING")
 
 

@@ -49,9 +49,16 @@ KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 DEFAULT_KAFKA_LIBS = KAFKA_DEPLOY_DIR / "libs"
 
 _T = TypeVar("_T")
-# `LocalBroker.fetch_max_wait_ms`: what a consumer's fetch waits at each kind of broker.
+# `fetch_max_wait_ms`: what a consumer's fetch waits at each kind of broker.
 KAFKA_FETCH_MAX_WAIT_MS = 500
 TANSU_FETCH_MAX_WAIT_MS = 20
+
+
+def fetch_max_wait_ms(kind: str) -> int:
+    """The `Settings.fetch_max_wait_ms` for a broker of `kind`: Apache Kafka answers a fetch
+    when a record arrives (500 ms only bounds an idle poll); Tansu polls its log, so every hop
+    would wait up to the whole wait: 20 ms there."""
+    return TANSU_FETCH_MAX_WAIT_MS if kind == "tansu" else KAFKA_FETCH_MAX_WAIT_MS
 
 
 class BrokerError(RuntimeError):
@@ -69,10 +76,8 @@ class LocalBroker(ABC):
 
     @property
     def fetch_max_wait_ms(self) -> int:
-        """The `Settings.fetch_max_wait_ms` for this broker: Apache Kafka answers a fetch when
-        a record arrives (the default, 500 ms, only bounds an idle poll); Tansu polls its log,
-        so every hop would wait up to the whole wait: 20 ms there."""
-        return TANSU_FETCH_MAX_WAIT_MS if self.kind == "tansu" else KAFKA_FETCH_MAX_WAIT_MS
+        """The `Settings.fetch_max_wait_ms` for this broker (see `fetch_max_wait_ms`)."""
+        return fetch_max_wait_ms(self.kind)
 
     @property
     @abstractmethod
