@@ -40,6 +40,8 @@ from typing import Any, Literal, Self, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from services.common.settings import KAFKA_FETCH_MAX_WAIT_MS, TANSU_FETCH_MAX_WAIT_MS
+
 log = logging.getLogger(__name__)
 
 BrokerKind = Literal["tansu", "kafka"]
@@ -49,9 +51,6 @@ KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 DEFAULT_KAFKA_LIBS = KAFKA_DEPLOY_DIR / "libs"
 
 _T = TypeVar("_T")
-# `fetch_max_wait_ms`: what a consumer's fetch waits at each kind of broker.
-KAFKA_FETCH_MAX_WAIT_MS = 500
-TANSU_FETCH_MAX_WAIT_MS = 20
 
 
 def fetch_max_wait_ms(kind: str) -> int:

@@ -19,6 +19,10 @@ from schemas.topics import (
     TopicSpec,
 )
 
+# `Settings.fetch_max_wait_ms` for each kind of broker (`brokers.fetch_max_wait_ms`).
+KAFKA_FETCH_MAX_WAIT_MS = 500
+TANSU_FETCH_MAX_WAIT_MS = 20
+
 
 class Settings(BaseSettings):
     """Everything a Flowline service needs to find its broker, database and peers."""
@@ -59,7 +63,7 @@ class Settings(BaseSettings):
     # spares the broker empty polls: an idle stack's broker used 0.32 of a core at 20 ms
     # (bench/results/NOTES.md, session 8). The local Tansu broker's fetch polls instead, so a
     # record waits up to this long there: `LocalBroker.fetch_max_wait_ms` says what to use.
-    fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
+    fetch_max_wait_ms: int = Field(default=KAFKA_FETCH_MAX_WAIT_MS, ge=1, le=30_000)
     sla_sweep_interval: float = Field(default=1.0, gt=0)  # seconds between tasks' SLA sweeps
 
     @property

@@ -31,7 +31,7 @@ class DefinitionsView(Service):
     A `mode` service: the faust worker starts it with the app and stops it on shutdown.
     """
 
-    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int = 500) -> None:
+    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int) -> None:
         super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
