@@ -34,6 +34,13 @@ def bench_settings(ctx: Context, tag: str) -> Settings:
                     log_level="WARNING")
 
 
+def stack_settings(ctx: Context, tag: str) -> Settings:
+    """`bench_settings` with free ports for the HTTP services: for a scenario running them all."""
+    return bench_settings(ctx, tag).model_copy(update={
+        "gateway_port": free_port(), "definitions_url": f"http://127.0.0.1:{free_port()}",
+        "tasks_url": f"http://127.0.0.1:{free_port()}"})
+
+
 async def prepare(settings: Settings) -> None:
     """Create the topics and publish the process version, as an approval would."""
     await create_topics(settings)

@@ -16,15 +16,12 @@ from typing import Any
 from bench.context import Context
 from bench.machine import CpuMeter
 from bench.scenarios.inbox import SERVICES
-from bench.stack import bench_settings, free_port, prepare
+from bench.stack import prepare, stack_settings
 from services.devstack import Stack
 
 
 async def run(ctx: Context) -> dict[str, Any]:
-    base = bench_settings(ctx, "d")
-    settings = base.model_copy(update={
-        "gateway_port": free_port(), "definitions_url": f"http://127.0.0.1:{free_port()}",
-        "tasks_url": f"http://127.0.0.1:{free_port()}"})
+    settings = stack_settings(ctx, "d")
     await prepare(settings)
     stack = Stack(settings)
     try:

@@ -33,7 +33,7 @@ from bench.context import Context
 from bench.kafka_io import Seen, TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.pacing import paced_send
-from bench.stack import bench_settings, free_port, prepare
+from bench.stack import prepare, stack_settings
 from bench.stats import percentiles
 from services.devstack import Stack
 
@@ -99,10 +99,7 @@ def next_step(round_: int) -> str:
 async def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes
     m, rate = sizes.inbox_instances, sizes.inbox_rate
-    base = bench_settings(ctx, "i")
-    settings = base.model_copy(update={
-        "gateway_port": free_port(), "definitions_url": f"http://127.0.0.1:{free_port()}",
-        "tasks_url": f"http://127.0.0.1:{free_port()}"})
+    settings = stack_settings(ctx, "i")
     await prepare(settings)
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
