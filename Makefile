@@ -45,11 +45,12 @@ test-tansu: $(VENV)/.installed
 # router (commits, rebalances, static membership, lag), kill -9 durability, exactly-once
 # (transactions: Apache Kafka only), every end-to-end flow and the bench smoke. The tasks and
 # definitions services' own tests (their SQL, HTTP, timers and workers) run on Tansu above and
-# on PostgreSQL below; test_brokers.py covers both brokers itself.
+# on PostgreSQL below; test_brokers.py covers both brokers itself. The demo test runs on Tansu,
+# the demo's default broker, only.
 KAFKA_TESTS := tests/integration/test_router_*.py tests/integration/test_gateway.py \
 	tests/integration/test_analytics_flow.py tests/e2e tests/bench
 test-kafka: $(VENV)/.installed kafka-libs
-	FLOWLINE_BROKER=kafka $(PYTEST) $(KAFKA_TESTS) -q -k "not postgres"
+	FLOWLINE_BROKER=kafka $(PYTEST) $(KAFKA_TESTS) -q -k "not postgres and not demo"
 
 ## test-postgres: the database-backed tests again on PostgreSQL (a throwaway local cluster)
 test-postgres: $(VENV)/.installed

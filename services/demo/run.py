@@ -191,7 +191,9 @@ class Demo:
                     break
                 await asyncio.sleep(0.5)  # screen refresh interval
         console.print(summary_table(rows, self.parts, time.monotonic() - started))
-        console.print(json.dumps(summary(rows), sort_keys=True))
+        # One line, never wrapped at the terminal's width: scripts parse it (`| tail -1`).
+        console.print(json.dumps(summary(rows), sort_keys=True), soft_wrap=True,
+                      highlight=False)
         return done
 
 
