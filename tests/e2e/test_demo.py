@@ -60,7 +60,8 @@ def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) 
         [str(flowline), "demo", "--parts", str(PARTS), "--seed", "3", "--broker", broker,
          "--linger"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "100"})
+        env={**os.environ, "COLUMNS": "100"},
+        start_new_session=True)  # its broker and services share its process group
     out = Output(proc)
     try:
         url_line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
@@ -118,6 +119,18 @@ def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) 
 
             wait_for(refused, 30, what="the demo's gateway to be gone")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End the demo whatever happened: Ctrl-C stops its stack; a kill of the demo alone would
+    orphan the broker and services it started, so a demo that ignores Ctrl-C is killed with
+    its whole process group."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
