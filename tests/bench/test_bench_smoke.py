@@ -43,6 +43,10 @@ def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
     assert routed["completions_phase"]["records"] == INSTANCES * steps
     assert routed["starts"]["per_second"] > 0 and routed["per_second"] > 0
     assert result["summary"]["router_over_raw"] > 0
+    # CPU per completion: the raw loop's, and the broker's under each (the broker is local).
+    assert raw["raw_loop_cpu_ms_per_completion"] > 0
+    assert raw["broker_cpu_ms_per_completion"] >= 0
+    assert routed["broker_cpu_ms_per_completion"] >= 0
     assert result["meta"]["machine"]["nproc"] >= 1
     fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
     assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
