@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ _ISO = re.compile(
 _CLOCK = re.compile(r"^(?P<hours>\d+):(?P<minutes>[0-5]\d):(?P<seconds>[0-5]\d(?:\.\d+)?)$")
 
 
+@functools.lru_cache(maxsize=1024)  # the router parses each command's SLA: a few distinct texts
 def parse_duration(text: str) -> timedelta:
     """Parse ``text`` into a timedelta; raise ValueError naming the accepted forms."""
     value = text.strip().upper()

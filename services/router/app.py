@@ -57,6 +57,7 @@ from services.router import metrics, transport
 from services.router.batches import as_current, batches
 from services.router.definitions_view import DefinitionsView
 from services.router.lag import REFRESH_SECONDS, PartitionGauges
+from services.router.partitioner import MemoPartitioner
 from services.router.routing import Decision, Graph, InstanceState, decide, resolve_version
 from services.router.stall import StallHealer
 
@@ -106,6 +107,7 @@ class Batch:
     results: list[tuple[str, str, float]] = field(default_factory=list)
     # instances the table did not hold when the batch first read them
     new: set[str] = field(default_factory=set)
+    commands: Counter[str] = field(default_factory=Counter)  # step commands sent, by step type
 
 
 class Router:
@@ -153,6 +155,8 @@ class Router:
         done = time.perf_counter()
         for (kind, result), n in Counter((k, r) for k, r, _ in batch.results).items():
             metrics.EVENTS.labels(kind, result).inc(n)
+        for step_type, n in batch.commands.items():
+            metrics.COMMANDS.labels(step_type).inc(n)
         for _, result, started in batch.results:
             if result != "duplicate":
                 metrics.LATENCY.observe(done - started)
@@ -182,6 +186,7 @@ class Router:
             batch.results.append((kind, "duplicate", started))
             return
         batch.outputs += emitted
+        batch.commands.update(command.step_type for command in decision.commands)
         if decision.state is not None:
             batch.states[decision.state.instance_id] = (event, decision.state)
         batch.results.append((kind, "rejected" if decision.rejection else "routed", started))
@@ -263,7 +268,6 @@ class Router:
                                     time=_parse(command.entered_at))
             out.append(Out(s.commands_topic, command.instance_id.encode(), value, headers,
                            msg.partition))
-            metrics.COMMANDS.labels(command.step_type).inc()
         for n, ev in enumerate(decision.events):
             headers, value = encode(instance_event_type(ev.kind.value), ev.dump(),
                                     service=SERVICE, event_id=f"{ev.source_event_id}/{n}",
@@ -444,6 +448,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         # request is in flight: a linger adds latency at low rates and, re-measured in
         # session 4, saved no CPU under full load (bench/results/NOTES.md).
         producer_linger=settings.router_linger_ms / 1000,
+        producer_partitioner=MemoPartitioner(),  # Kafka's partitioning; each key hashed once
         # faust waits this long after a rebalance for more members to come before it recovers
         # tables and routes (bench, kill -9 → first command: 1.0 s → 0: about -0.5 s).
         stream_recovery_delay=0.0,
