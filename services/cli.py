@@ -107,6 +107,8 @@ def dev(broker_kind: str = typer.Option("tansu", "--broker", help="tansu or kafk
     """Start a local broker and all four services; Ctrl-C stops everything."""
     from services.demo.stack import dev_stack
 
+    _terminate_like_ctrl_c()
+
     with dev_stack(broker_kind) as (stack, b):
         s = stack.settings
         typer.echo(f"broker {b.kind} at {b.bootstrap}")
@@ -126,8 +128,16 @@ def demo(parts: int = typer.Option(50, help="how many parts to remanufacture"),
     """Remanufacture parts through inspection and rework, live in the terminal and the web."""
     from services.demo.run import run_demo
 
+    _terminate_like_ctrl_c()
+
     raise typer.Exit(run_demo(parts=parts, seed=seed, broker_kind=broker_kind, attach=attach,
                               linger=linger))
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (`kill`, `timeout`) unwinds like Ctrl-C, so the broker and services this command
+    started are stopped on the way out; by default it ends Python at once and they run on."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _wait_for_signal() -> None:

@@ -4,16 +4,19 @@ The demo starts its own broker (the one `FLOWLINE_BROKER` names; Tansu, the embe
 in `make test-tansu`) and the four services, remanufactures parts through inspection and
 rework, prints a summary and, with `--linger`, keeps the stack up. The test then reads the
 web page and the plant manager's analytics from that stack and checks they tell the same story
-as the terminal; then stops the demo with Ctrl-C (SIGINT) and checks that it cleaned up.
+as the terminal; then stops the demo with Ctrl-C (SIGINT) and checks that it cleaned up. A
+demo ended by SIGTERM halfway (`kill`, `timeout`) must clean up just the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +28,7 @@ import httpx
 from services.demo.run import OPERATORS
 from tests.conftest import wait_for
 
-PARTS = 12
+PARTS = 8
 URL = re.compile(r"watch it live at (http://127\.0\.0\.1:\d+)/")
 
 
@@ -54,14 +57,7 @@ class Output:
 
 
 def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) -> None:
-    broker = os.environ.get("FLOWLINE_BROKER", "tansu")
-    flowline = Path(sys.executable).parent / "flowline"
-    proc = subprocess.Popen(
-        [str(flowline), "demo", "--parts", str(PARTS), "--seed", "3", "--broker", broker,
-         "--linger"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "100"},
-        start_new_session=True)  # its broker and services share its process group
+    proc = demo(tmp_path, "--parts", str(PARTS), "--seed", "3", "--linger")
     out = Output(proc)
     try:
         url_line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
@@ -109,28 +105,60 @@ def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) 
         code = wait_for(lambda: proc.poll() is not None and (proc.returncode,), 60,
                         what="the demo to stop on Ctrl-C")
         assert code == (0,), out.tail()
-        with httpx.Client(timeout=2) as client:
-            def refused() -> bool:
-                try:
-                    client.get(f"{gateway}/healthz")
-                except httpx.TransportError:
-                    return True
-                return False
-
-            wait_for(refused, 30, what="the demo's gateway to be gone")
+        wait_for(lambda: refused(gateway), 30, what="the demo's gateway to be gone")
     finally:
         stop(proc)
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    """End the demo whatever happened: Ctrl-C stops its stack; a kill of the demo alone would
-    orphan the broker and services it started, so a demo that ignores Ctrl-C is killed with
-    its whole process group."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
+def test_a_terminated_demo_stops_the_stack_it_started(tmp_path: Path) -> None:
+    """`kill` or `timeout` mid-run: the broker and services go too, as on Ctrl-C."""
+    proc = demo(tmp_path, "--parts", "200")  # more than it finishes before the signal
+    out = Output(proc)
     try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
+        url_line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
+                            what="the demo's web address")
+        assert isinstance(url_line, str), out.tail()
+        gateway = URL.search(url_line).group(1)  # type: ignore[union-attr]
+        broker = wait_for(lambda: out.line(lambda ln: "broker tansu at" in ln
+                                           or "broker kafka at" in ln), 10, what="its broker")
+        bootstrap = broker.split(" at ", 1)[1].split(";", 1)[0]
+        with httpx.Client(timeout=2) as client:
+            assert client.get(f"{gateway}/healthz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: proc.poll() is not None, 60, what="the demo to end on SIGTERM")
+        host, port = bootstrap.rsplit(":", 1)
+        wait_for(lambda: refused(gateway) and refused(f"http://{host}:{port}"), 30,
+                 what="its gateway and broker to be gone")
+    finally:
+        stop(proc)
+
+
+def demo(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    broker = os.environ.get("FLOWLINE_BROKER", "tansu")
+    flowline = Path(sys.executable).parent / "flowline"
+    return subprocess.Popen(
+        [str(flowline), "demo", "--broker", broker, *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "100"},
+        start_new_session=True)  # its broker and services share its process group
+
+
+def refused(url: str) -> bool:
+    """Nothing listens at `url`'s host and port any more."""
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, int(port))) != 0
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End the demo whatever happened: Ctrl-C stops its stack. A kill of the demo alone would
+    orphan the broker and services it started, so whatever of its process group is left
+    then (a demo that ignored Ctrl-C, or one that failed to clean up) is killed with it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(60)
+    with contextlib.suppress(ProcessLookupError):  # nobody left in the group: all is well
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+    proc.wait(30)
