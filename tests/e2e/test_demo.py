@@ -106,6 +106,7 @@ def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) 
                         what="the demo to stop on Ctrl-C")
         assert code == (0,), out.tail()
         wait_for(lambda: refused(gateway), 30, what="the demo's gateway to be gone")
+        assert group_gone(proc), "a process the demo started is still running"
     finally:
         stop(proc)
 
@@ -129,6 +130,7 @@ def test_a_terminated_demo_stops_the_stack_it_started(tmp_path: Path) -> None:
         host, port = bootstrap.rsplit(":", 1)
         wait_for(lambda: refused(gateway) and refused(f"http://{host}:{port}"), 30,
                  what="its gateway and broker to be gone")
+        assert group_gone(proc), "a process the demo started is still running"
     finally:
         stop(proc)
 
@@ -149,6 +151,16 @@ def refused(url: str) -> bool:
     with socket.socket() as s:
         s.settimeout(2)
         return s.connect_ex((host, int(port))) != 0
+
+
+def group_gone(proc: subprocess.Popen[str]) -> bool:
+    """No process is left in the demo's process group: its broker and services have ended
+    (and were reaped by the demo, which waits for each one it stops)."""
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
