@@ -60,10 +60,7 @@ def test_the_demo_runs_parts_to_the_end_and_the_web_page_agrees(tmp_path: Path) 
     proc = demo(tmp_path, "--parts", str(PARTS), "--seed", "3", "--linger")
     out = Output(proc)
     try:
-        url_line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
-                            what="the demo's web address")
-        assert isinstance(url_line, str), out.tail()
-        gateway = URL.search(url_line).group(1)  # type: ignore[union-attr]
+        gateway = web_address(proc, out)
         wait_for(lambda: out.line(lambda ln: "stack still running" in ln)
                  or proc.poll() is not None, 300, what="the demo's summary")
         assert proc.poll() is None, f"the demo ended early:\n{out.tail()}"
@@ -116,10 +113,7 @@ def test_a_terminated_demo_stops_the_stack_it_started(tmp_path: Path) -> None:
     proc = demo(tmp_path, "--parts", "200")  # more than it finishes before the signal
     out = Output(proc)
     try:
-        url_line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
-                            what="the demo's web address")
-        assert isinstance(url_line, str), out.tail()
-        gateway = URL.search(url_line).group(1)  # type: ignore[union-attr]
+        gateway = web_address(proc, out)
         broker = wait_for(lambda: out.line(lambda ln: "broker tansu at" in ln
                                            or "broker kafka at" in ln), 10, what="its broker")
         bootstrap = broker.split(" at ", 1)[1].split(";", 1)[0]
@@ -133,6 +127,14 @@ def test_a_terminated_demo_stops_the_stack_it_started(tmp_path: Path) -> None:
         assert group_gone(proc), "a process the demo started is still running"
     finally:
         stop(proc)
+
+
+def web_address(proc: subprocess.Popen[str], out: Output) -> str:
+    """The gateway the demo says to watch, once its stack is up."""
+    line = wait_for(lambda: out.line(URL.search) or proc.poll() is not None, 120,
+                    what="the demo's web address")
+    assert isinstance(line, str), out.tail()
+    return URL.search(line).group(1)  # type: ignore[union-attr]
 
 
 def demo(cwd: Path, *args: str) -> subprocess.Popen[str]:
