@@ -73,6 +73,11 @@ def process_ticks(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds `pid` has used so far (0 without a process, or once it is gone)."""
+    return process_ticks(pid) / TICKS if pid else 0.0
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -16,7 +16,7 @@ from typing import Any
 from bench import workload
 from bench.context import Context
 from bench.kafka_io import TopicReader, produce_all, rate_between
-from bench.machine import REPO, TICKS, CpuMeter, process_ticks
+from bench.machine import REPO, CpuMeter, cpu_seconds
 from bench.stack import bench_settings
 from services.common.brokers import ensure_topics
 
@@ -48,7 +48,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             settings.instance_events_topic, state_topic, json.dumps(dataclasses.asdict(shape)),
             cwd=REPO)
         meter.track(proc.pid, "raw loop")
-        broker0 = process_ticks(ctx.broker_pid or 0)
+        broker0 = cpu_seconds(ctx.broker_pid)
         want = len(completions)
         waiting = asyncio.create_task(reader.wait_for(want, within=60 + want / 500))
         exited = asyncio.create_task(proc.wait())
@@ -62,11 +62,10 @@ async def run(ctx: Context) -> dict[str, Any]:
         result.update(rate_between(reader.seen))
         # Per completion, as the throughput scenario books the router's and the broker's (the
         # loop's own start, imports and connections, is in it: ~0.5 s of CPU in all).
-        result["raw_loop_cpu_ms_per_completion"] = round(
-            1000 * process_ticks(proc.pid) / TICKS / want, 3)
+        result["raw_loop_cpu_ms_per_completion"] = round(1000 * cpu_seconds(proc.pid) / want, 3)
         if ctx.broker_pid:
             result["broker_cpu_ms_per_completion"] = round(
-                1000 * (process_ticks(ctx.broker_pid) - broker0) / TICKS / want, 3)
+                1000 * (cpu_seconds(ctx.broker_pid) - broker0) / want, 3)
         result["records_written_per_second"] = round(
             result["per_second"] * (2 + shape.events_per_input), 1)
     finally:

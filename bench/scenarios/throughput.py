@@ -20,7 +20,7 @@ from bench import workload
 from bench.context import Context
 from bench.disk import changelog_figures
 from bench.kafka_io import TopicReader, produce_all, rate_between
-from bench.machine import TICKS, CpuMeter, process_ticks
+from bench.machine import CpuMeter, cpu_seconds
 from bench.profiler import Profile
 from bench.stack import Routers, bench_settings, prepare
 
@@ -58,14 +58,14 @@ async def run(ctx: Context, workers: int = 1, restart: bool = True) -> dict[str,
                     f"{result['preload_s']}s; restarting the router")
             restarted = time.time()
             result["router_restart_s"] = round(await routers.start(workers), 2)
-            cpu0, broker0 = routers.cpu_seconds(), process_ticks(ctx.broker_pid or 0)
+            cpu0, broker0 = routers.cpu_seconds(), cpu_seconds(ctx.broker_pid)
         else:
             result["group_stable_s"] = round(
                 await wait_stable(ctx.bootstrap, settings.router_app_id, workers), 2)
             ctx.say(f"throughput: group stable with {workers} member(s); producing "
                     f"{len(completions)} completions to the running router(s)")
             restarted = time.time()
-            cpu0, broker0 = routers.cpu_seconds(), process_ticks(ctx.broker_pid or 0)
+            cpu0, broker0 = routers.cpu_seconds(), cpu_seconds(ctx.broker_pid)
             result["preload_s"] = round(await produce_all(
                 ctx.bootstrap, settings.completions_topic, completions), 2)
         profile = None
@@ -77,7 +77,7 @@ async def run(ctx: Context, workers: int = 1, restart: bool = True) -> dict[str,
         ok = await reader.wait_for(want, within=60 + n * steps / 100,
                                    progress=lambda c: say(f"throughput: {c}/{want} commands"))
         cpu = routers.cpu_seconds() - cpu0
-        broker_cpu = (process_ticks(ctx.broker_pid or 0) - broker0) / TICKS
+        broker_cpu = cpu_seconds(ctx.broker_pid) - broker0
         if profile is not None:
             result["profile"] = profile.stop()
         if not ok:
