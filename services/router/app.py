@@ -491,6 +491,9 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                 consumer: Any = app.consumer  # transport._Consumer
                 consumer.took()  # a delivery held for room in the stream buffer may go on
                 async with consumer.batch_guard:  # a transaction's commit waits for this
+                    if not app.flow_control.is_active():  # a rebalance began: read again
+                        consumer.forget([event.message for event in events])
+                        continue
                     healer.saw_event()
                     await router.handle_batch(events)
                     for event in events:  # only now: outputs acknowledged, states stored

@@ -54,6 +54,11 @@
    while the consumer thread may be inside its fetcher (its other seeks already go to the
    thread); a stall-healer seek under load crashed the fetcher (a KeyError in
    `fetched_records`, measured 2026-11-22) and the worker with it.
+
+8. Rebalances that keep transactions whole (`exactly_once`). faust forgets the acked offsets
+   of revoked partitions before its own commit at a revoke, so that commit never happened
+   (`_Consumer.on_partitions_revoked`); and it reads a changelog's end from the fetch state,
+   which holds none for a partition not fetched since it was assigned (`_fill_unfetched`).
 """
 
 from __future__ import annotations
@@ -108,8 +113,30 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             # costs the lag gauge one offset and the idle stall check one log read.
             inputs = self.transport.app.topics.acks_enabled_for
             logs = {tp: end for tp, end in ends.items() if not inputs(tp.topic)}
+            await self._fill_unfetched(logs)
             return {**ends, **await self._committed_ends(logs)} if logs else ends
         return await self._read_ends(ends)
+
+    async def _fill_unfetched(self, ends: dict[Any, Any]) -> None:
+        """Ask the broker for each end the worker's fetch state does not hold yet.
+
+        With transactions faust takes a changelog's end from the consumer's fetch state (its
+        last stable offset), which is None for a partition it has not fetched since it was
+        assigned: a partition this worker takes over from one that died, for instance. faust
+        reads None as an empty log and would start that partition's states from nothing;
+        `_committed_ends` crashed on it (CI, session 9). The worker's consumer reads
+        read_committed, so its ListOffsets answer is the last stable offset too.
+        """
+        unknown = [tp for tp, end in ends.items() if end is None]
+        if not unknown:
+            return
+        consumer = self._ensure_consumer()
+        answers = await consumer.end_offsets(
+            [TopicPartition(tp.topic, tp.partition) for tp in unknown])
+        for tp in unknown:
+            ends[tp] = answers[TopicPartition(tp.topic, tp.partition)]
+        log.info("asked the broker for %d changelog ends the fetch state did not hold: %s",
+                 len(unknown), {f"{tp.topic}[{tp.partition}]": ends[tp] for tp in unknown})
 
     async def _committed_ends(self, ends: dict[Any, int], within: float = 5.0,
                               ) -> dict[Any, int]:
@@ -247,6 +274,29 @@ class _Consumer(faust_aiokafka.Consumer):
             producer: Any = self.app.producer
             await producer.publish_held()  # normally done by the batch itself
             return bool(await super()._commit_offsets(offsets, start_new_transaction))
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """With transactions, commit what was acked before faust forgets it (point 8).
+
+        faust drops its acked-offset bookkeeping for the revoked partitions (all of them: the
+        rebalance is eager) and only then commits, so that commit finds nothing and a
+        partition this worker keeps goes on with its open transaction while recovery rebuilds
+        its states from the committed changelog and the stream rewinds to the committed
+        offset: the batches since the last commit were routed again, into the same
+        transaction, and their commands committed twice (measured, session 10). Flow stops
+        first, so no batch begins after this commit (`forget`); the one in progress ends
+        before it (`batch_guard`).
+        """
+        if self.in_transaction and not self.app.should_stop:
+            self.app.flow_control.suspend()
+            await self.force_commit()
+        await super().on_partitions_revoked(revoked)
+
+    def forget(self, messages: list[Any]) -> None:
+        """Records taken but not routed, since a rebalance began: faust must not wait for
+        their acks; the stream reads them again from the committed offset after it."""
+        for message in messages:
+            self._unacked_messages.discard(message)
 
     def commit_start(self, tp: Any) -> int | None:
         """The next offset to commit from: the point last decided, else the committed one,
