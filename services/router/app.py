@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
@@ -498,6 +499,15 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
                     await router.handle_batch(events)
                     for event in events:  # only now: outputs acknowledged, states stored
                         await stream.ack(event)
+
+    @app.on_rebalance_complete.connect
+    def _freeze_the_heap(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Once the worker is up (and after each rebalance) what is alive stays: the app, its
+        # consumers, producers, tables. Left in the collector's oldest generation, every full
+        # collection walked them all, ~110,000 objects, in 66-102 ms with the event loop
+        # stopped; frozen, full collections walk only what came after, in 0.4-8 ms
+        # (measured with a gc callback, session 10).
+        gc.freeze()
 
     @app.timer(interval=0.25 if settings.router_transactions else 1.0)
     async def _heal_stalls() -> None:
