@@ -32,7 +32,7 @@ class Sizes:
 QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
               recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100,
               fold_instances=300, warmup_seconds=0.0, idle_settle=1.0, idle_seconds=2.0)
-FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=6, latency_rate=1000,
+FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=5, latency_rate=1000,
              recovery_reps=3, recovery_rate=50, memory_instances=100_000, inbox_instances=1000)
 
 
