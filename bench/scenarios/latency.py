@@ -2,9 +2,9 @@
 
 M instances are started first, and a first round of completions goes through unmeasured; then
 `rounds` rounds each send one completion per instance (the next step of its path) at
-`latency_rate`/s. A round takes M / rate seconds, so an
-instance's previous command has long arrived when its next completion goes out. Per instance
-the k-th new command answers the k-th completion.
+`latency_rate`/s. A round takes M / rate seconds, so an instance's previous command has long
+arrived when its next completion goes out. Per instance the k-th new command answers the k-th
+completion.
 
 `visible_ms`: our consumer's read time − the send time (one clock, one process).
 A second, light run at 50/s (100 instances, 5 rounds) shows the hop without queueing.

@@ -146,14 +146,13 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         `_committed_ends` crashed on it (CI, session 9). The worker's consumer reads
         read_committed, so its ListOffsets answer is the last stable offset too.
         """
-        unknown = [tp for tp, end in ends.items() if end is None]
+        unknown = {tp: TopicPartition(tp.topic, tp.partition)
+                   for tp, end in ends.items() if end is None}
         if not unknown:
             return
-        consumer = self._ensure_consumer()
-        answers = await consumer.end_offsets(
-            [TopicPartition(tp.topic, tp.partition) for tp in unknown])
-        for tp in unknown:
-            ends[tp] = answers[TopicPartition(tp.topic, tp.partition)]
+        answers = await self._ensure_consumer().end_offsets(list(unknown.values()))
+        for tp, part in unknown.items():
+            ends[tp] = answers[part]
         log.info("asked the broker for %d changelog ends the fetch state did not hold: %s",
                  len(unknown), {f"{tp.topic}[{tp.partition}]": ends[tp] for tp in unknown})
 
