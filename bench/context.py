@@ -16,6 +16,7 @@ class Sizes:
     latency_instances: int  # latency: instances per round (one completion each per round)
     latency_rounds: int
     latency_rate: float  # completions per second, paced
+    light_instances: int  # latency at 50/s (no queueing): instances, × 5 rounds
     recovery_reps: int
     recovery_rate: float  # start requests per second while the router is killed
     memory_instances: int
@@ -30,10 +31,12 @@ class Sizes:
 
 
 QUICK = Sizes(instances=300, latency_instances=500, latency_rounds=2, latency_rate=1000,
-              recovery_reps=1, recovery_rate=50, memory_instances=1000, inbox_instances=100,
-              fold_instances=300, warmup_seconds=0.0, idle_settle=1.0, idle_seconds=2.0)
+              light_instances=20, recovery_reps=1, recovery_rate=50, memory_instances=1000,
+              inbox_instances=100, fold_instances=300, warmup_seconds=0.0, idle_settle=1.0,
+              idle_seconds=2.0)
 FULL = Sizes(instances=10_000, latency_instances=3000, latency_rounds=5, latency_rate=1000,
-             recovery_reps=3, recovery_rate=50, memory_instances=100_000, inbox_instances=1000)
+             light_instances=100, recovery_reps=3, recovery_rate=50, memory_instances=100_000,
+             inbox_instances=1000)
 
 
 @dataclass

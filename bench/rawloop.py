@@ -1,6 +1,7 @@
 """The raw limit: a plain aiokafka consume → small transform → produce loop, as a process.
 
-`python -m bench.rawloop BOOTSTRAP IN_TOPIC GROUP COMMANDS EVENTS STATE SHAPE_JSON`
+`python -m bench.rawloop BOOTSTRAP IN_TOPIC GROUP COMMANDS EVENTS STATE SHAPE_JSON
+[--fetch-max-wait-ms N] [--linger-ms N]`
 
 Per input record it writes what the router writes (one step command, `events_per_input`
 instance events and one state record, each padded to the router's measured size) with the
@@ -10,6 +11,7 @@ table, no faust: the ceiling the router's Python shell is measured against.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -25,21 +27,40 @@ def _padded(base: dict[str, Any], size: int) -> bytes:
     return json.dumps({**base, "pad": "x" * pad}).encode()
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.rawloop")
+    for name in ("bootstrap", "in_topic", "group", "commands", "events", "state", "shape"):
+        parser.add_argument(name)
+    # The throughput scenario's defaults; the latency scenario passes the router's settings.
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=20)
+    parser.add_argument("--linger-ms", type=float, default=5)
+    # Each batch's acks are awaited before the next fetch, as the router does; the commit
+    # follows every batch (0) or, as the router's, once N ms have passed since the last.
+    parser.add_argument("--commit-interval-ms", type=float, default=0)
+    return parser.parse_args(argv)
+
+
 async def main(argv: list[str]) -> None:
-    bootstrap, in_topic, group, commands, events, state, shape_text = argv
-    shape = json.loads(shape_text)
-    consumer = AIOKafkaConsumer(in_topic, bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=20, max_poll_records=500)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    args = parse(argv)
+    commands, events, state = args.commands, args.events, args.state
+    shape = json.loads(args.shape)
+    consumer = AIOKafkaConsumer(args.in_topic, bootstrap_servers=args.bootstrap,
+                                group_id=args.group, enable_auto_commit=False,
+                                auto_offset_reset="earliest",
+                                fetch_max_wait_ms=args.fetch_max_wait_ms, max_poll_records=500)
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=args.linger_ms,
+                                acks="all")
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    interval = args.commit_interval_ms / 1000
+    committed_at = loop.time()
+    pending: list[asyncio.Future[Any]] = []
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100)
-            pending = []
             for records in batches.values():
                 for r in records:
                     data = json.loads(r.value)  # the small transform: parse, reshape, dump
@@ -56,7 +77,10 @@ async def main(argv: list[str]) -> None:
                         state, _padded(base, shape["state_bytes"]), key=r.key))
             if pending:
                 await asyncio.gather(*pending)
-                await consumer.commit()
+                pending.clear()
+                if loop.time() - committed_at >= interval:
+                    await consumer.commit()  # the positions: all fetched, all of it acked
+                    committed_at = loop.time()
     finally:
         await producer.stop()
         await consumer.stop()

@@ -7,7 +7,11 @@ arrived when its next completion goes out. Per instance the k-th new command ans
 completion.
 
 `visible_ms`: our consumer's read time − the send time (one clock, one process).
-A second, light run at 50/s (100 instances, 5 rounds) shows the hop without queueing.
+A second, light run at 50/s (`Sizes.light_instances` instances, 5 rounds) shows the hop
+without queueing. The rate is also run with two router workers, and both rates through the
+raw loop (bench/rawloop.py: a plain aiokafka consume → produce process with the router's
+fetch wait, linger and commit interval): what a hop costs on this machine and broker before
+any routing.
 
 `produced_ms`: the command's CreateTime (stamped by the router's producer, 1 ms resolution)
 − the send time: the same without our consumer's fetch.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -26,28 +31,75 @@ from bench.context import Context
 from bench.kafka_io import Seen, TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.pacing import paced_send
+from bench.scenarios.raw import RawLoop
 from bench.stack import Routers, bench_settings, prepare
 from bench.stats import percentiles
+from services.common.settings import Settings
+from services.router.app import COMMIT_INTERVAL
 
 LIGHT_RATE = 50.0  # completions/s: far below capacity, so no queueing in the numbers
-LIGHT_INSTANCES = 100  # × 5 rounds: 500 samples, 10 s
+LIGHT_ROUNDS = 5  # × `Sizes.light_instances` (100: 500 samples, 10 s)
 
 
 async def run(ctx: Context) -> dict[str, Any]:
-    """At the target rate (the issue's 1,000/s) and at a light rate (no queueing)."""
+    """The router at the target rate (the issue's 1,000/s) with one worker and with two, and
+    at a light rate (no queueing); the raw loop at both rates, the hop's floor here."""
     sizes = ctx.sizes
-    result = await run_at(ctx, sizes.latency_rate, sizes.latency_instances, sizes.latency_rounds)
-    result["light"] = await run_at(ctx, LIGHT_RATE, LIGHT_INSTANCES, 5)
+    rate, m, rounds = sizes.latency_rate, int(sizes.latency_instances), sizes.latency_rounds
+    result = await run_at(ctx, Routed(1), rate, m, rounds)
+    result["two_workers"] = await run_at(ctx, Routed(2), rate, m, rounds)
+    light = sizes.light_instances
+    result["light"] = await run_at(ctx, Routed(1), LIGHT_RATE, light, LIGHT_ROUNDS)
+    result["raw"] = await run_at(ctx, Raw(), rate, m, rounds)
+    result["raw_light"] = await run_at(ctx, Raw(), LIGHT_RATE, light, LIGHT_ROUNDS)
     return result
 
 
-async def run_at(ctx: Context, rate: float, m: int, rounds: int) -> dict[str, Any]:
-    m = int(m)
+@dataclass
+class Routed:
+    """Router workers; each instance is started first (one start command each)."""
+
+    workers: int
+    label: str = "router"
+    starts: bool = True
+    routers: Routers | None = None
+
+    async def start(self, ctx: Context, settings: Settings, meter: CpuMeter) -> None:
+        await prepare(settings)
+        self.routers = Routers.of(settings, meter)
+        await self.routers.start(self.workers)
+
+    async def stop(self, meter: CpuMeter) -> None:
+        if self.routers is not None:
+            await self.routers.stop()
+
+
+@dataclass
+class Raw:
+    """The raw loop (bench/rawloop.py) with the router's fetch wait, linger and commit
+    interval: no starts; it answers each completion with one command on the same key."""
+
+    label: str = "raw loop"
+    starts: bool = False
+    loop: RawLoop | None = None
+
+    async def start(self, ctx: Context, settings: Settings, meter: CpuMeter) -> None:
+        self.loop = RawLoop(settings)
+        await self.loop.prepare()
+        await self.loop.start(meter, "--fetch-max-wait-ms", str(settings.fetch_max_wait_ms),
+                              "--linger-ms", str(settings.router_linger_ms),
+                              "--commit-interval-ms", str(1000 * COMMIT_INTERVAL))
+
+    async def stop(self, meter: CpuMeter) -> None:
+        if self.loop is not None:
+            await self.loop.stop(meter)
+
+
+async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
+                 rounds: int) -> dict[str, Any]:
     settings = bench_settings(ctx, "l")
-    await prepare(settings)
     meter = CpuMeter()
     meter.track(ctx.broker_pid, "broker")
-    routers = Routers.of(settings, meter)
     sent: dict[bytes, list[float]] = defaultdict(list)
     got: dict[bytes, list[Seen]] = defaultdict(list)
     measuring = [False]
@@ -56,40 +108,50 @@ async def run_at(ctx: Context, rate: float, m: int, rounds: int) -> dict[str, An
         if measuring[0]:
             got[seen.key].append(seen)
 
-    # Tansu's fetch polls, so our reader polls often there (else its poll is in the figure);
-    # Apache Kafka answers a waiting fetch as soon as a command arrives.
-    wait = 5 if ctx.broker_kind == "tansu" else settings.fetch_max_wait_ms
-    reader = await TopicReader(ctx.bootstrap, settings.commands_topic, fetch_max_wait_ms=wait,
-                               keep=False, on_record=on_record).start()
     producer = AIOKafkaProducer(bootstrap_servers=ctx.bootstrap, linger_ms=0, acks="all")
     result: dict[str, Any] = {"instances": m, "rounds": rounds, "target_rate": rate}
+    if isinstance(subject, Routed):
+        result["workers"] = subject.workers
     tag = settings.topic_prefix.rstrip(".")
+    reader: TopicReader | None = None
     try:
-        await routers.start(1)
-        await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
-        if not await reader.wait_for(m, within=60 + m / 50):
-            raise RuntimeError(f"only {len(reader.distinct)}/{m} start commands arrived")
+        await subject.start(ctx, settings, meter)
+        # Tansu's fetch polls, so our reader polls often there (else its poll is in the
+        # figure); Apache Kafka answers a waiting fetch as soon as a command arrives.
+        wait = 5 if ctx.broker_kind == "tansu" else settings.fetch_max_wait_ms
+        reader = await TopicReader(ctx.bootstrap, settings.commands_topic,
+                                   fetch_max_wait_ms=wait, keep=False,
+                                   on_record=on_record).start()
+        before = 0
+        if subject.starts:
+            await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
+            before = m
+            if not await reader.wait_for(before, within=60 + m / 50):
+                raise RuntimeError(f"only {len(reader.distinct)}/{m} start commands arrived")
         await producer.start()
         # One round at the rate, not measured: the first second after a start pays for paths
         # taken the first time (at 50/s, batches of 2-6 records took 50-116 ms to route
         # there, under 5 ms after; session 10). The figures are the steady state's.
-        ctx.say(f"latency: a warm-up round of {m} completions at {rate:.0f}/s")
-        warm = workload.completions(tag, m, rounds=1)
-        await paced_send(producer, settings.completions_topic, warm, rate)
-        if not await reader.wait_for(2 * m, within=30 + m / 50):
-            raise RuntimeError(f"only {len(reader.distinct) - m}/{m} warm-up commands arrived")
+        ctx.say(f"latency, {subject.label}: a warm-up round of {m} completions at {rate:.0f}/s")
+        # Every round's records built now: building one took long enough (~0.3 s at 3,000
+        # instances) to stop the sender between rounds, lowering the achieved rate.
+        records = workload.completions(tag, m, rounds=rounds + 1)
+        await paced_send(producer, settings.completions_topic, records[:m], rate)
+        if not await reader.wait_for(before + m, within=60 + m / 50):
+            raise RuntimeError(
+                f"only {len(reader.distinct) - before}/{m} warm-up commands arrived")
         measuring[0] = True
-        ctx.say(f"latency: {rounds} rounds × {m} completions at {rate:.0f}/s")
+        ctx.say(f"latency, {subject.label}: {rounds} rounds × {m} completions at {rate:.0f}/s")
         began = time.monotonic()
         count = 0
         for r in range(1, rounds + 1):
-            records = workload.completions(tag, m, rounds=r + 1)[r * m:]
-            count += await paced_send(producer, settings.completions_topic, records, rate,
+            count += await paced_send(producer, settings.completions_topic,
+                                      records[r * m:(r + 1) * m], rate,
                                       on_sent=lambda rec, t: sent[rec.key].append(t))
         result["achieved_rate"] = round(count / (time.monotonic() - began), 1)
-        # Generous: below its capacity the router drains a backlog at its own pace.
-        if not await reader.wait_for(2 * m + count, within=30 + count / 50):
-            result["missing"] = 2 * m + count - len(reader.distinct)
+        # Generous: below its capacity the subject drains a backlog at its own pace.
+        if not await reader.wait_for(before + m + count, within=30 + count / 50):
+            result["missing"] = before + m + count - len(reader.distinct)
         visible, produced = [], []
         for key, times in sent.items():
             for t_sent, seen in zip(times, got.get(key, []), strict=False):
@@ -99,7 +161,8 @@ async def run_at(ctx: Context, rate: float, m: int, rounds: int) -> dict[str, An
         result["produced_ms"] = percentiles(produced)
     finally:
         await producer.stop()
-        await routers.stop()
-        await reader.stop()
+        await subject.stop(meter)
+        if reader is not None:
+            await reader.stop()
         result["cpu"] = meter.report()
     return result

@@ -67,6 +67,7 @@ SERVICE = "router"
 DEFINITION_WAIT = 2.0  # seconds to wait for a version an approval has just published
 BATCH_MAX = 500  # records per batch: bounds the memory a batch holds and its ack wait
 RETRY_MAX_DELAY = 5.0  # seconds between attempts to deliver a batch the broker refused
+COMMIT_INTERVAL = 1.0  # seconds between offset commits (faust's `broker_commit_interval`)
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 # Per partition database (one per input partition this worker owns). faust's defaults
 # (64 MB × 3 memtables, a 2 GB block cache) are sized for one big table per machine.
@@ -444,7 +445,7 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
         broker_session_timeout=6,
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=20,
-        broker_commit_interval=1.0,
+        broker_commit_interval=COMMIT_INTERVAL,
         # The router awaits each batch's acks before the next, and aiokafka batches while a
         # request is in flight: a linger adds latency at low rates and, re-measured in
         # session 4, saved no CPU under full load (bench/results/NOTES.md).

@@ -76,3 +76,28 @@ def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any
         assert phase["inbox_ms"]["n"] == 30 * rounds and phase["inbox_ms"]["p50"] > 0, path
     posts = inbox["gateway"]["post_ms"]
     assert posts["n"] == 30 * 3 and posts["p50"] > 0  # every POST answered 202
+
+
+def test_quick_latency_measures_the_router_and_the_raw_loop_at_both_rates(
+        broker: Any, tmp_path: Path) -> None:
+    m, light = 20, 10
+    result = quick_run(broker, tmp_path / "results", "--only", "latency", "--size",
+                       f"latency_instances={m}", "--size", f"light_instances={light}")
+    latency = result["scenarios"]["latency"]
+    rounds = latency["rounds"]  # --quick: 2 measured rounds at the rate, 5 at 50/s
+    runs = {"one worker": (latency, m * rounds), "two workers": (latency["two_workers"],
+                                                                 m * rounds),
+            "light": (latency["light"], light * 5), "raw": (latency["raw"], m * rounds),
+            "raw light": (latency["raw_light"], light * 5)}
+    for name, (run, samples) in runs.items():
+        # Every completion answered by its own command, each timed from its send.
+        assert "missing" not in run, name
+        assert run["visible_ms"]["n"] == samples, name
+        assert 0 < run["visible_ms"]["p50"] <= run["visible_ms"]["p99"], name
+        assert run["achieved_rate"] > 0, name
+    assert latency["workers"] == 1 and latency["two_workers"]["workers"] == 2
+    assert latency["light"]["target_rate"] == 50
+    # The raw loop's process is booked apart from the routers'.
+    assert "raw loop" in latency["raw"]["cpu"]["cores_by_process"]
+    assert "router" in latency["two_workers"]["cpu"]["cores_by_process"]
+    assert "raw loop" in (tmp_path / "results" / "smoke.md").read_text()
