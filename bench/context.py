@@ -51,6 +51,9 @@ class Context:
     profile_dir: Path | None = None
     started: float = field(default_factory=time.monotonic)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Topic prefixes the current scenario made (`stack.bench_settings`): its topics are
+    # deleted when it ends (`stack.drop_topics`).
+    prefixes: list[str] = field(default_factory=list)
 
     def every(self, seconds: float) -> Callable[[str], None]:
         """A `say` that prints at most once per `seconds` (for progress counters)."""

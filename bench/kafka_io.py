@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.workload import Record
 
@@ -32,6 +33,21 @@ async def produce_all(bootstrap: str, topic: str, records: Sequence[Record],
     finally:
         await producer.stop()
     return time.perf_counter() - started
+
+
+async def delete_topics(bootstrap: str, prefixes: Sequence[str]) -> list[str]:
+    """Delete every topic whose name starts with one of `prefixes`; the names deleted."""
+    if not prefixes:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(tuple(prefixes))]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
 
 
 @dataclass

@@ -40,6 +40,7 @@ from bench.scenarios import (
     scaling,
     throughput,
 )
+from bench.stack import drop_topics
 from services.common.brokers import fetch_max_wait_ms
 from services.common.settings import Settings
 
@@ -98,6 +99,10 @@ async def run_all(ctx: Context, names: list[str], warm_broker: bool) -> dict[str
         except Exception as exc:  # one failed scenario must not hide the others' numbers
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            await drop_topics(ctx)  # the next scenario finds only its own topics
+        except Exception:  # numbers already taken must still be written
+            traceback.print_exc()
         ctx.say(f"== {name} done in {time.monotonic() - started:.1f}s: "
                 f"{json.dumps(_headline(results[name]))}")
     return results

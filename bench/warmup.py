@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.kafka_io import delete_topics
 from services.common.brokers import ensure_topics
 
 IN_FLIGHT = 20  # sends awaited together: many small produce requests, as the services make
@@ -59,4 +60,5 @@ async def warm(bootstrap: str, seconds: float, partitions: int,
             await reading
         await consumer.stop()
         await producer.stop()
+        await delete_topics(bootstrap, [topic])  # the scenarios' broker holds their own
     return {"seconds": seconds, "records_sent": sent, "records_read": read}

@@ -32,7 +32,7 @@ from bench.kafka_io import Seen, TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.pacing import paced_send
 from bench.scenarios.raw import RawLoop
-from bench.stack import Routers, bench_settings, prepare
+from bench.stack import Routers, bench_settings, drop_topics, prepare
 from bench.stats import percentiles
 from services.common.settings import Settings
 from services.router.app import COMMIT_INTERVAL
@@ -165,4 +165,5 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
         if reader is not None:
             await reader.stop()
         result["cpu"] = meter.report()
+        await drop_topics(ctx, settings.topic_prefix)  # the next run finds only its own
     return result

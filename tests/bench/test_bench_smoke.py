@@ -8,13 +8,27 @@ writes a result with numbers.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 INSTANCES = 40
+BENCH_TOPIC = re.compile(r"b[a-z]+[0-9a-f]{6}\.")  # bench.stack.bench_settings' prefixes
+
+
+async def bench_topics(bootstrap: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return [t for t in await admin.list_topics() if BENCH_TOPIC.match(t)]
+    finally:
+        await admin.close()
 
 
 def quick_run(broker: Any, out: Path, *args: str) -> dict[str, Any]:
@@ -101,3 +115,5 @@ def test_quick_latency_measures_the_router_and_the_raw_loop_at_both_rates(
     assert "raw loop" in latency["raw"]["cpu"]["cores_by_process"]
     assert "router" in latency["two_workers"]["cpu"]["cores_by_process"]
     assert "raw loop" in (tmp_path / "results" / "smoke.md").read_text()
+    # Each run's topics were deleted after it (bench.stack.drop_topics): none is left.
+    assert asyncio.run(bench_topics(broker.bootstrap)) == []
