@@ -54,7 +54,7 @@ from services.common.envelopes import Decoded, MalformedRecord, decode, encode
 from services.common.kafka import dead_letter_record
 from services.common.metrics import render
 from services.common.settings import Settings
-from services.router import metrics, transport
+from services.router import metrics, store, transport
 from services.router.batches import as_current, batches
 from services.router.definitions_view import DefinitionsView
 from services.router.lag import REFRESH_SECONDS, PartitionGauges
@@ -431,13 +431,15 @@ def create_app(settings: Settings, view: DefinitionsView | None = None) -> faust
     The worker must also run `view` (the definitions reader) as a service: see `main.run`.
     """
     transport.register()
+    store.register()
     app = faust.App(
         settings.router_app_id,
         broker=f"flowline://{settings.kafka_bootstrap}",
         # Instance state lives off the Python heap (bench `memory`: 2.6 KB per instance as a
         # dict, 0.2-0.4 KB with RocksDB): one database per partition, small memtables and
-        # caches (ROCKSDB), rebuilt from the changelog at every start (`main.py` says why).
-        store="rocksdb://",
+        # caches (ROCKSDB), rebuilt from the changelog at every start (`main.py` says why);
+        # each partition's applied changelog offset is kept in memory (`store.py`).
+        store=f"{store.SCHEME}://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         topic_allow_declare=True,
