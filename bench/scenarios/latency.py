@@ -64,7 +64,7 @@ class Routed:
     starts: bool = True
     routers: Routers | None = None
 
-    async def start(self, ctx: Context, settings: Settings, meter: CpuMeter) -> None:
+    async def start(self, settings: Settings, meter: CpuMeter) -> None:
         await prepare(settings)
         self.routers = Routers.of(settings, meter)
         await self.routers.start(self.workers)
@@ -83,7 +83,7 @@ class Raw:
     starts: bool = False
     loop: RawLoop | None = None
 
-    async def start(self, ctx: Context, settings: Settings, meter: CpuMeter) -> None:
+    async def start(self, settings: Settings, meter: CpuMeter) -> None:
         self.loop = RawLoop(settings)
         await self.loop.prepare()
         await self.loop.start(meter, "--fetch-max-wait-ms", str(settings.fetch_max_wait_ms),
@@ -115,7 +115,7 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
     tag = settings.topic_prefix.rstrip(".")
     reader: TopicReader | None = None
     try:
-        await subject.start(ctx, settings, meter)
+        await subject.start(settings, meter)
         # Tansu's fetch polls, so our reader polls often there (else its poll is in the
         # figure); Apache Kafka answers a waiting fetch as soon as a command arrives.
         wait = 5 if ctx.broker_kind == "tansu" else settings.fetch_max_wait_ms
