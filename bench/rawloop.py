@@ -1,11 +1,12 @@
 """The raw limit: a plain aiokafka consume → small transform → produce loop, as a process.
 
 `python -m bench.rawloop BOOTSTRAP IN_TOPIC GROUP COMMANDS EVENTS STATE SHAPE_JSON
-[--fetch-max-wait-ms N] [--linger-ms N]`
+[--fetch-max-wait-ms N] [--linger-ms N] [--commit-interval-ms N]`
 
 Per input record it writes what the router writes (one step command, `events_per_input`
 instance events and one state record, each padded to the router's measured size) with the
-input's CloudEvents headers, awaits the acks per fetched batch, then commits. No decide, no
+input's CloudEvents headers, awaits the acks per fetched batch, then commits (after every
+batch, or once per `--commit-interval-ms`). No decide, no
 table, no faust: the ceiling the router's Python shell is measured against.
 """
 
