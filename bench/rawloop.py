@@ -6,8 +6,8 @@
 Per input record it writes what the router writes (one step command, `events_per_input`
 instance events and one state record, each padded to the router's measured size) with the
 input's CloudEvents headers, awaits the acks per fetched batch, then commits (after every
-batch, or once per `--commit-interval-ms`). No decide, no
-table, no faust: the ceiling the router's Python shell is measured against.
+batch, or once per `--commit-interval-ms`). No decide, no table, no faust: the ceiling the
+router's Python shell is measured against.
 """
 
 from __future__ import annotations
