@@ -58,10 +58,10 @@ async def main(argv: list[str]) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     interval = args.commit_interval_ms / 1000
     committed_at = loop.time()
-    pending: list[asyncio.Future[Any]] = []
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100)
+            pending = []
             for records in batches.values():
                 for r in records:
                     data = json.loads(r.value)  # the small transform: parse, reshape, dump
@@ -78,7 +78,6 @@ async def main(argv: list[str]) -> None:
                         state, _padded(base, shape["state_bytes"]), key=r.key))
             if pending:
                 await asyncio.gather(*pending)
-                pending.clear()
                 if loop.time() - committed_at >= interval:
                     await consumer.commit()  # the positions: all fetched, all of it acked
                     committed_at = loop.time()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 
@@ -60,8 +60,8 @@ class Routed:
     """Router workers; each instance is started first (one start command each)."""
 
     workers: int
-    label: str = "router"
-    starts: bool = True
+    label: ClassVar[str] = "router"
+    starts: ClassVar[bool] = True
     routers: Routers | None = None
 
     async def start(self, settings: Settings, meter: CpuMeter) -> None:
@@ -79,8 +79,8 @@ class Raw:
     """The raw loop (bench/rawloop.py) with the router's fetch wait, linger and commit
     interval: no starts; it answers each completion with one command on the same key."""
 
-    label: str = "raw loop"
-    starts: bool = False
+    label: ClassVar[str] = "raw loop"
+    starts: ClassVar[bool] = False
     loop: RawLoop | None = None
 
     async def start(self, settings: Settings, meter: CpuMeter) -> None:

@@ -19,15 +19,15 @@ SCHEME = "flowline-rocksdb"
 
 
 class Store(rocksdb.Store):
-    _offsets: dict[int, int] | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._offsets: dict[int, int] = {}  # partition → last changelog offset applied
 
     def persisted_offset(self, tp: Any) -> int | None:
         """The last changelog offset applied to this partition's copy, if any."""
-        return (self._offsets or {}).get(tp.partition)
+        return self._offsets.get(tp.partition)
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
-        if self._offsets is None:
-            self._offsets = {}
         self._offsets[tp.partition] = offset
 
 
