@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.calibrate import ratio
 from bench.targets import TARGETS, lookup
 
 
@@ -30,6 +31,21 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any, s
     return rows
 
 
+def speed(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The two machines' times for the fixed work, and how much slower B's was."""
+    sa, sb = (r["meta"]["machine"].get("speed") or {} for r in (a, b))
+    if not sa or not sb:
+        return "\nMachine speed: not recorded in both (results from before bench/calibrate.py)."
+    best = {name: [(s.get(when) or {}).get("best_ms") for when in ("start", "end")]
+            for name, s in (("A", sa), ("B", sb))}
+    b_over_a = ratio(sa.get("start"), sb.get("start"))
+    how = "" if b_over_a is None else (
+        f"; B's machine took {b_over_a:.2f}× A's time for it"
+        + (": compare with care" if abs(b_over_a - 1) > 0.05 else ""))
+    return (f"\nMachine speed (fixed Python work, ms at start / end; lower is quicker): "
+            f"A {best['A'][0]} / {best['A'][1]}, B {best['B'][0]} / {best['B'][1]}{how}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     p.add_argument("a", type=Path)
@@ -41,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, va, vb, change in compare(a, b):
         print(f"| {label} | {'—' if va is None else va} | {'—' if vb is None else vb} | "
               f"{change} |")
+    print(speed(a, b))
     for name, r in (("A", a), ("B", b)):
         loaded = [s for s, v in r["scenarios"].items() if (v.get("cpu") or {}).get("under_load")]
         if loaded:

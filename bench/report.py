@@ -37,6 +37,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"faust {m['faust']}, aiokafka {m['aiokafka']}; broker: {meta['broker']['version']}; "
         f"load average at start {' / '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}",
         "",
+        *_speed_line(m.get("speed")),
         "| metric | value | target | verdict |",
         "| --- | ---: | ---: | --- |",
     ]
@@ -63,6 +64,16 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"- {name}: " + ", ".join(f"{p} {c:.2f}" for p, c in by.items())
                   for name, by in shares]
     return "\n".join(lines) + "\n"
+
+
+def _speed_line(speed: dict[str, Any] | None) -> list[str]:
+    """The machine's time for `bench.calibrate`'s fixed work (lower is quicker)."""
+    if not speed:
+        return []
+    start, end = speed.get("start") or {}, speed.get("end") or {}
+    return [f"Machine speed (`bench/calibrate.py`, fixed Python work, best of "
+            f"{start.get('repeats', '?')}; lower is quicker): {_fmt(start.get('best_ms'))} ms "
+            f"before the broker started, {_fmt(end.get('best_ms'))} ms after it stopped.", ""]
 
 
 def write(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:

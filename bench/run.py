@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, warmup
+from bench import calibrate, report, warmup
 from bench.brokers import broker_data_dir, broker_pid, broker_version, make_broker
 from bench.context import FULL, QUICK, Context
 from bench.machine import machine_info
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         setattr(sizes, name, type(getattr(sizes, name))(value))
     machine = machine_info()
+    print("timing the machine's fixed Python work ...", file=sys.stderr, flush=True)
+    speed = {"start": calibrate.measure()}
     started_at = datetime.now().astimezone()
     work = Path(tempfile.mkdtemp(prefix="flowline-bench-"))
     broker = make_broker(args.broker, args.bootstrap, work)
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = asyncio.run(run_all(ctx, names, warm_broker=not args.bootstrap))
     finally:
         broker.close()
+    speed["end"] = calibrate.measure()
+    machine["speed"] = speed
     stem = args.name or (f"{started_at:%Y%m%d-%H%M%S}-{broker.kind}"
                          f"{'-quick' if args.quick else ''}")
     profile = (scenarios.get("throughput") or {}).pop("profile", None)

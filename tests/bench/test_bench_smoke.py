@@ -62,6 +62,8 @@ def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
     assert raw["broker_cpu_ms_per_completion"] >= 0
     assert routed["broker_cpu_ms_per_completion"] >= 0
     assert result["meta"]["machine"]["nproc"] >= 1
+    speed = result["meta"]["machine"]["speed"]  # the fixed work, timed before and after
+    assert speed["start"]["best_ms"] > 0 and speed["end"]["best_ms"] > 0
     fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
     assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
     assert fold["completions_per_second"] > 0

@@ -1,0 +1,63 @@
+"""How quick this machine is right now: a fixed piece of Python work, timed.
+
+The same code's figures moved by half and more from one day to the next on this (shared,
+virtual) machine: the raw aiokafka loop's hop at 1,000/s took p50 2.6-2.7 ms one day and 6.5 ms
+the next, with nothing else running. A result file alone cannot say whether a change
+between two of them is the code's or the machine's. So every run times the same single-threaded
+work, shaped like the router's own (dicts, strings, JSON both ways, small objects), before its
+broker starts and again after it stops, and records the milliseconds it took (the best of
+`REPEATS`: the least disturbed). Lower is quicker; `bench.compare` prints both runs' figures and
+their ratio beside the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+REPEATS = 5
+ROUNDS = 4_000  # ~110 ms of work per repeat on this machine
+
+
+@dataclass
+class _Visit:
+    step: str
+    visit: int
+    outcome: str | None
+
+
+def _work(rounds: int) -> int:
+    """Build, encode, decode and walk a state-like record `rounds` times; returns a checksum
+    (so nothing can be skipped)."""
+    total = 0
+    for n in range(rounds):
+        visits = {f"step-{k}": (n + k) % 4 for k in range(8)}
+        state = {"instance_id": f"i-{n:06d}", "tenant": "acme", "version": n % 7,
+                 "visits": visits, "recent": [f"evt-{n}-{k}" for k in range(6)],
+                 "history": [_Visit(s, v, "PASS" if v % 2 else None).__dict__
+                             for s, v in visits.items()]}
+        back = json.loads(json.dumps(state))
+        total += sum(back["visits"].values()) + len(back["history"]) + len(back["instance_id"])
+    return total
+
+
+def measure(repeats: int = REPEATS, rounds: int = ROUNDS) -> dict[str, Any]:
+    """The best and the median of `repeats` timings of the fixed work, in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        _work(rounds)
+        times.append(1000 * (time.perf_counter() - started))
+    times.sort()
+    return {"best_ms": round(times[0], 2), "median_ms": round(times[len(times) // 2], 2),
+            "rounds": rounds, "repeats": repeats}
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """How much slower machine B was than machine A (B's best ÷ A's best: 1.2 = 20 % slower)."""
+    if not a or not b or not a.get("best_ms") or not b.get("best_ms") \
+            or a.get("rounds") != b.get("rounds"):
+        return None
+    return round(b["best_ms"] / a["best_ms"], 3)

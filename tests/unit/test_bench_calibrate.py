@@ -1,0 +1,53 @@
+"""The machine-speed figure each bench result carries, and how results show and compare it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import calibrate, compare, report
+
+
+def test_the_fixed_work_is_timed_and_more_of_it_takes_longer() -> None:
+    small = calibrate.measure(repeats=3, rounds=200)
+    large = calibrate.measure(repeats=3, rounds=2_000)
+    assert small["rounds"] == 200 and small["repeats"] == 3
+    assert 0 < small["best_ms"] <= small["median_ms"]
+    assert large["best_ms"] > 3 * small["best_ms"]
+
+
+def test_the_work_gives_the_same_checksum_every_time() -> None:
+    assert calibrate._work(50) == calibrate._work(50) > 0
+
+
+def test_ratio_is_b_over_a_and_only_for_the_same_work() -> None:
+    a = {"best_ms": 100.0, "rounds": 4_000}
+    assert calibrate.ratio(a, {"best_ms": 125.0, "rounds": 4_000}) == 1.25
+    assert calibrate.ratio(a, {"best_ms": 125.0, "rounds": 2_000}) is None
+    assert calibrate.ratio(None, a) is None
+
+
+def _result(start: float | None, end: float | None = None) -> dict[str, Any]:
+    machine: dict[str, Any] = {
+        "commit": "abc1234", "dirty": False, "nproc": 2, "cpu_model": "x", "memory_mb": 1,
+        "python": "3.11", "faust": "0", "aiokafka": "0", "loadavg_at_start": [0.0, 0.0, 0.0]}
+    if start is not None:
+        machine["speed"] = {"start": {"best_ms": start, "rounds": 4_000, "repeats": 5},
+                            "end": {"best_ms": end or start, "rounds": 4_000, "repeats": 5}}
+    return {"meta": {"started_at": "2026-11-23T09:00:00+00:00", "command": "python -m bench.run",
+                     "mode": "full", "broker": {"kind": "kafka", "version": "4"},
+                     "machine": machine},
+            "scenarios": {}}
+
+
+def test_the_markdown_says_how_quick_the_machine_was() -> None:
+    text = report.markdown(_result(110.0, 121.5))
+    assert "110.0 ms before the broker started, 121.5 ms after it stopped" in text
+    assert "Machine speed" not in report.markdown(_result(None))
+
+
+def test_compare_warns_when_the_machines_differ() -> None:
+    same = compare.speed(_result(100.0), _result(102.0))
+    assert "1.02×" in same and "with care" not in same
+    slower = compare.speed(_result(100.0), _result(150.0))
+    assert "1.50×" in slower and "compare with care" in slower
+    assert "not recorded" in compare.speed(_result(None), _result(150.0))
