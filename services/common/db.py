@@ -11,17 +11,26 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from services.common import jsonio
+
 T = TypeVar("T")
 SQLITE_BUSY_SECONDS = 30  # a writer waits this long for another's write lock
+
+
+# JSON columns through orjson (a tenth of `json`'s time: `jsonio`); what is stored is read
+# back by `json` where orjson refuses it (a NaN an older version stored).
+JSON_IO: dict[str, Any] = {"json_serializer": jsonio.dumps_text,
+                           "json_deserializer": jsonio.loads_stored}
 
 
 def make_engine(url: str) -> AsyncEngine:
     """An engine for `url`; SQLite gets WAL and a busy timeout so readers don't block writers."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS},
+                                     **JSON_IO)
         _sqlite_pragmas(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, **JSON_IO)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -60,7 +69,8 @@ class Transactions:
         url = engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._engine = create_engine(url.set(drivername="sqlite"),
-                                         connect_args={"timeout": SQLITE_BUSY_SECONDS})
+                                         connect_args={"timeout": SQLITE_BUSY_SECONDS},
+                                         **JSON_IO)
             _sqlite_pragmas(self._engine)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-transactions")
 

@@ -3,10 +3,12 @@
 The hot path (every record the router reads and writes) is hand-written: the `cloudevents` SDK
 cost ~65 µs per decode and ~23 µs per encode (bench/results/NOTES.md), mostly validation and
 object building Flowline does not need for its own, well-formed records. The fast path
-produces byte-identical headers and values to the SDK and decodes to the identical result;
-anything outside the shape it knows (structured mode, extension attributes, odd time formats,
-non-JSON content types, any invalid input) goes through the SDK, which also words the errors.
-`tests/contract/test_codec*.py` proves both claims over many samples.
+produces the SDK's headers, byte for byte, and the same JSON value (compact, UTF-8, written by
+orjson: `jsonio.dumps`), and decodes to the identical result; anything outside the shape it
+knows (structured mode, extension attributes, odd time formats, non-JSON content types, any
+invalid input) goes through the SDK, which also words the errors. Both paths refuse what is not
+JSON although Python's `json` reads it: `NaN`, `Infinity`, `-Infinity` (`jsonio` says why).
+`tests/contract/test_codec*.py` proves these claims over many samples.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from schemas.envelope import DATA_CONTENT_TYPE, SPEC_VERSION
 from schemas.topics import SOURCE
+from services.common import jsonio
 
 _FORMAT = JSONFormat()
 _CONTENT_TYPE = DATA_CONTENT_TYPE.encode()
@@ -54,16 +57,11 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-class _Json(json.JSONEncoder):
-    """The SDK's data encoding: `json.dumps` defaults, datetimes as RFC 3339 with `Z`."""
-
-    def default(self, o: Any) -> Any:
-        if isinstance(o, datetime):
-            return _rfc3339(o)
-        return super().default(o)
-
-
-_JSON = _Json()
+def _data_default(o: Any) -> Any:
+    """The SDK's data encoding of what JSON has no type for: datetimes as RFC 3339 with `Z`."""
+    if isinstance(o, datetime):
+        return _rfc3339(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
 def _rfc3339(when: datetime) -> str:
@@ -97,7 +95,7 @@ def encode(
     if subject:
         headers.append(("ce_subject", subject.encode()))
     headers.append(("ce_specversion", _SPEC_VERSION))
-    return headers, _JSON.encode(data).encode()
+    return headers, jsonio.dumps(data, _data_default)
 
 
 def _encode_sdk(ce_type: str, data: Any, service: str, event_id: str, subject: str | None,
@@ -172,7 +170,7 @@ def _decode_fast(hdrs: dict[str, bytes], key: bytes | str | None, value: bytes,
             if not _TIME.fullmatch(stamp):
                 return None
             when = datetime.fromisoformat(stamp.decode())
-        data = json.loads(value.decode())
+        data = jsonio.loads(value)
     except (KeyError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
     if (not event_id or not source or not ce_type or subject == "" or content_type == ""
@@ -204,11 +202,14 @@ def _decode_sdk(hdrs: dict[str, bytes], key: bytes | str | None, value: bytes,
     data = event.get_data()
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = jsonio.loads_finite(data)
         except ValueError as exc:
             raise MalformedRecord(f"data is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedRecord(f"data must be a JSON object, got {type(data).__name__}")
+    where = jsonio.non_finite(data)  # structured mode: the SDK read the envelope with `json`
+    if where is not None:
+        raise MalformedRecord(f"data is not JSON: {where} is NaN or infinite")
     time = (event.get_time() if "time" in written else None) or record_time or utcnow()
     if time.tzinfo is None:
         time = time.replace(tzinfo=UTC)

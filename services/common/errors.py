@@ -49,6 +49,14 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def _message(error: Any) -> Any:
+    """A validation error's message; for a body that is not JSON, with the parser's reason."""
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and isinstance(reason, str):
+        return f"{error.get('msg')}: {reason}"
+    return error.get("msg")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error, including FastAPI's own validation errors, to the JSON error body."""
 
@@ -59,7 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type")}
             for e in exc.errors()
         ]
         return JSONResponse(error_body("invalid_request", "request body is invalid", details), 422)

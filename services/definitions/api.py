@@ -17,6 +17,7 @@ from sqlalchemy import text
 from services.common import migrate
 from services.common.db import make_engine, make_sessionmaker
 from services.common.errors import install_error_handlers
+from services.common.http import FiniteJsonRoute
 from services.common.metrics import render
 from services.common.settings import Settings
 from services.definitions.publisher import OutboxPublisher, ProducerFactory, default_producer
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, publish_wait: float = 5.0,
             await engine.dispose()
 
     app = FastAPI(title="Flowline definitions", version="1", lifespan=lifespan)
+    app.router.route_class = FiniteJsonRoute  # before any route is added
     install_error_handlers(app)
     # The match route first: otherwise GET /v1/processes/{key} would take "match" as a key.
     app.include_router(match_router)

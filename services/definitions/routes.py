@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from schemas.graph import ProcessGraph
 from services.common.errors import Invalid
+from services.common.http import FiniteJsonRoute
 from services.definitions import metrics
 from services.definitions.findings import has_errors
 from services.definitions.graph_input import parse_graph
@@ -52,7 +53,7 @@ def tenant(x_flowline_tenant: TenantHeader = "default") -> str:
 
 Rt = Annotated[Runtime, Depends(runtime)]
 Tenant = Annotated[str, Depends(tenant)]
-router = APIRouter(prefix="/v1/processes", tags=["processes"])
+router = APIRouter(route_class=FiniteJsonRoute, prefix="/v1/processes", tags=["processes"])
 
 
 def _own(graph: ProcessGraph, tenant: str) -> ProcessGraph:

@@ -12,13 +12,15 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
 from services.common.errors import NotFound
+from services.common.http import FiniteJsonRoute
 from services.definitions import catalog, templates
 from services.definitions.graph_input import parse_graph
 from services.definitions.matching import best_match
 from services.definitions.routes import NAME, Rt, Tenant
 
-match_router = APIRouter(prefix="/v1/processes", tags=["processes"])
-templates_router = APIRouter(prefix="/v1/templates", tags=["templates"])
+match_router = APIRouter(route_class=FiniteJsonRoute, prefix="/v1/processes", tags=["processes"])
+templates_router = APIRouter(route_class=FiniteJsonRoute, prefix="/v1/templates",
+                             tags=["templates"])
 
 Field200 = Annotated[str, Query(min_length=1, max_length=200)]
 

@@ -14,12 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.graph import ProcessGraph, Slas
+from services.common.http import FiniteJsonRoute
 from services.definitions import catalog
 from services.definitions.diff import diff_graphs, is_empty
 from services.definitions.graph_input import parse_graph, resolve_temp_ids
 from services.definitions.routes import KeyPath, Rt, Tenant
 
-router = APIRouter(prefix="/v1/processes", tags=["processes"])
+router = APIRouter(route_class=FiniteJsonRoute, prefix="/v1/processes", tags=["processes"])
 
 LABEL = r"^(draft|[1-9][0-9]{0,9})$"
 # Not the graph's own: they describe a stored version, and a tenant in an export would make

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from schemas.messages import InstanceAction
 from services.common import metrics as common_metrics
 from services.common.errors import install_error_handlers
+from services.common.http import FiniteJsonRoute
 from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.gateway.intake import CompletionBody, ControlBody, Intake, ResumeBody, StartBody
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
             await producer.stop()
 
     app = FastAPI(title="Flowline", version="1", lifespan=lifespan)
+    app.router.route_class = FiniteJsonRoute  # before any route is added
     install_error_handlers(app)
     page = PAGE.read_text(encoding="utf-8")
 

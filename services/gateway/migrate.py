@@ -23,10 +23,11 @@ from schemas.messages import ControlInstance, InstanceAction
 from schemas.migration import MigrationPlan, plan_migration
 from schemas.topics import MIGRATE_V1
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.http import FiniteJsonRoute
 from services.gateway.intake import Intake, _Body
 from services.gateway.proxy import Peer
 
-router = APIRouter(tags=["instances"])
+router = APIRouter(route_class=FiniteJsonRoute, tags=["instances"])
 MIGRATABLE = ("running", "on_hold")
 PAGE = 500
 

@@ -27,10 +27,11 @@ from pydantic import Field, ValidationError, model_validator
 from schemas.messages import Priority, StartInstance, StepCompletion, Subject
 from schemas.topics import COMPLETED_V1, START_V1
 from services.common.errors import Invalid
+from services.common.http import FiniteJsonRoute
 from services.gateway.intake import Intake, _Body, _invalid
 from services.gateway.proxy import Peer
 
-router = APIRouter(tags=["work orders"])
+router = APIRouter(route_class=FiniteJsonRoute, tags=["work orders"])
 REMEMBERED = 1000  # batch answers kept for replays
 POLL = 0.1
 

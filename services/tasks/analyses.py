@@ -22,12 +22,13 @@ from sqlalchemy import select
 from schemas.messages import Priority, StartInstance, Subject
 from schemas.topics import INSTANCE_REQUESTS, START_V1
 from services.common.errors import NotFound
+from services.common.http import FiniteJsonRoute
 from services.tasks import automation
 from services.tasks.models import SUCCEEDED, Analysis, Instance, Job, Task
 from services.tasks.service import TasksService
 from services.tasks.timeutil import iso
 
-router = APIRouter()
+router = APIRouter(route_class=FiniteJsonRoute)
 PROCESS = "manufacturing-analysis"
 VERDICT = "verdict"  # the handler whose output is the analysis' result
 

@@ -18,6 +18,7 @@ from schemas.messages import StepCompletion
 from schemas.topics import COMPLETED_V1
 from services.common import metrics as common_metrics
 from services.common.errors import Conflict, FlowlineError, install_error_handlers
+from services.common.http import FiniteJsonRoute
 from services.common.settings import Settings
 from services.tasks import analyses, analytics, assignment, routes_calendars, routes_jobs
 from services.tasks.clock import Clock
@@ -68,6 +69,7 @@ def create_app(settings: Settings, clock: Clock | None = None,
             await svc.stop()
 
     app = FastAPI(title="Flowline tasks", version="1", lifespan=lifespan)
+    app.router.route_class = FiniteJsonRoute  # before any route is added
     install_error_handlers(app)
     app.include_router(routes_jobs.router)
     app.include_router(analyses.router)

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Request, Response
 
 from services.common.errors import Invalid, NotFound
+from services.common.http import FiniteJsonRoute
 from services.tasks.calendar import BusinessCalendar, CalendarError
 from services.tasks.models import Calendar
 from services.tasks.service import TasksService
 
-router = APIRouter(tags=["calendars"])
+router = APIRouter(route_class=FiniteJsonRoute, tags=["calendars"])
 TenantPath = Annotated[str, Path(min_length=1, max_length=100)]
 EXAMPLE = {"timezone": "Europe/Berlin",
            "hours": {d: ["08:00-12:00", "13:00-17:00"] for d in ("mon", "tue", "wed", "thu",

@@ -24,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from services.common.errors import Invalid, NotFound
+from services.common.http import FiniteJsonRoute
 from services.tasks.jobs import JobStore, LogEntry
 from services.tasks.models import Job, JobLog, Timer
 from services.tasks.service import TasksService
 from services.tasks.timeutil import iso
 
-router = APIRouter()
+router = APIRouter(route_class=FiniteJsonRoute)
 
 
 class _Body(BaseModel):

@@ -1,18 +1,20 @@
-"""The hand-written CloudEvents codec is the `cloudevents` SDK's, byte for byte.
+"""The hand-written CloudEvents codec is the `cloudevents` SDK's.
 
 `services.common.envelopes` encodes and decodes Flowline's own records without the SDK (it was
 a third of the router's CPU). Integrators program against what the SDK path wrote, so:
 
-- `encode` gives the same headers, in the same order, and the same value bytes as the SDK's
-  `to_binary`, and raises where the SDK raises;
+- `encode` gives the same headers, in the same order, as the SDK's `to_binary`, and a value
+  that is the same JSON (written compact, UTF-8, by orjson), and raises where the SDK raises;
 - `decode` gives the same result as the SDK path (the previous implementation, kept verbatim
-  below as the reference) or raises `MalformedRecord` with the same message — for
-  well-formed records and for every kind of damage the samples can do to one.
+  below as the reference, with one rule added: `NaN` and infinities are not JSON) or raises
+  `MalformedRecord` with the same message — for well-formed records and for every kind of
+  damage the samples can do to one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -25,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.topics import SOURCE
+from services.common import jsonio
 from services.common.envelopes import Decoded, MalformedRecord, decode, encode
 
 FORMAT = JSONFormat()
@@ -46,7 +49,8 @@ def sdk_encode(ce_type: str, data: Any, *, service: str, event_id: str,
 
 def sdk_decode(headers: Any, key: Any, value: bytes | None,
                record_time: datetime | None) -> Decoded:
-    """What `decode` did through the SDK before the fast path existed (verbatim)."""
+    """What `decode` did through the SDK before the fast path existed (verbatim, but for the
+    two lines marked: NaN and infinities, which `json` reads, are refused as not JSON)."""
     if value is None:
         raise MalformedRecord("record has no value")
     hdrs = dict(headers.items() if isinstance(headers, dict) else (headers or ()))
@@ -72,11 +76,13 @@ def sdk_decode(headers: Any, key: Any, value: bytes | None,
     data = event.get_data()
     if isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = jsonio.loads_finite(data)  # added: NaN and infinities refused
         except ValueError as exc:
             raise MalformedRecord(f"data is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedRecord(f"data must be a JSON object, got {type(data).__name__}")
+    if (where := jsonio.non_finite(data)) is not None:  # added: the same, in structured mode
+        raise MalformedRecord(f"data is not JSON: {where} is NaN or infinite")
     time = (event.get_time() if "time" in written else None) or record_time or datetime.now(UTC)
     if time.tzinfo is None:
         time = time.replace(tzinfo=UTC)
@@ -94,7 +100,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
     max_leaves=12,
 )
-data_dicts = st.dictionaries(text, json_values | st.datetimes(timezones=st.just(UTC)),
+finite_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False) | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+# What `encode` is given: finite numbers only (every way in refuses the others: see
+# `test_encode_writes_a_nan_it_is_given_as_null` for what it does if one got through).
+data_dicts = st.dictionaries(text, finite_values | st.datetimes(timezones=st.just(UTC)),
                              max_size=6)
 zones = st.sampled_from([UTC, timezone(timedelta(0)), tz.tzutc(), timezone(timedelta(hours=2)),
                          timezone(timedelta(hours=-5, minutes=-30)), tz.tzoffset(None, 3600)])
@@ -111,9 +125,9 @@ ids = st.sampled_from(["inst-1/inspect/2", "e5e1c7d0-9a1f-4c0e-8b7e-1a2b3c4d5e6f
                                 "", "x"]),
        data=data_dicts, service=st.sampled_from(["router", "tasks", "gätewäy"]), event_id=ids,
        subject=st.none() | st.sampled_from(["", "inst-1", "parça-7"]), time=times)
-def test_encode_is_the_sdks_byte_for_byte(ce_type: str, data: dict[str, Any], service: str,
-                                          event_id: str, subject: str | None,
-                                          time: datetime) -> None:
+def test_encode_is_the_sdks_headers_and_json(ce_type: str, data: dict[str, Any], service: str,
+                                            event_id: str, subject: str | None,
+                                            time: datetime) -> None:
     try:
         expected = sdk_encode(ce_type, data, service=service, event_id=event_id,
                               subject=subject, time=time)
@@ -122,8 +136,19 @@ def test_encode_is_the_sdks_byte_for_byte(ce_type: str, data: dict[str, Any], se
             encode(ce_type, data, service=service, event_id=event_id, subject=subject,
                    time=time)
         return
-    assert encode(ce_type, data, service=service, event_id=event_id, subject=subject,
-                  time=time) == expected
+    headers, value = encode(ce_type, data, service=service, event_id=event_id,
+                            subject=subject, time=time)
+    assert headers == expected[0]
+    assert json.loads(value) == json.loads(expected[1])
+    assert value == jsonio.dumps(json.loads(expected[1]))  # compact: no blanks, UTF-8
+
+
+def test_encode_writes_a_nan_it_is_given_as_null() -> None:
+    """Nothing hands `encode` a NaN (decode and the HTTP bodies refuse them); were one to get
+    through, the record would still be JSON, which the SDK's `NaN` was not."""
+    _, value = encode("flowline.step.command.v1", {"x": float("nan"), "y": [float("inf")]},
+                      service="router", event_id="e", time=datetime(2026, 1, 2, tzinfo=UTC))
+    assert value == b'{"x":null,"y":[null]}'
 
 
 def test_encode_without_an_id_makes_one_up_and_is_otherwise_the_sdks() -> None:
@@ -131,9 +156,11 @@ def test_encode_without_an_id_makes_one_up_and_is_otherwise_the_sdks() -> None:
     headers, value = encode("flowline.step.command.v1", {"a": [1, "ü"]}, service="router",
                             subject="i", time=when)
     assert headers[0][0] == "ce_id" and len(headers[0][1]) == 36
-    assert (headers, value) == sdk_encode("flowline.step.command.v1", {"a": [1, "ü"]},
-                                          service="router", event_id=headers[0][1].decode(),
-                                          subject="i", time=when)
+    sdk_headers, sdk_value = sdk_encode("flowline.step.command.v1", {"a": [1, "ü"]},
+                                        service="router", event_id=headers[0][1].decode(),
+                                        subject="i", time=when)
+    assert headers == sdk_headers and json.loads(value) == json.loads(sdk_value)
+    assert value == '{"a":[1,"ü"]}'.encode()
 
 
 def _records() -> st.SearchStrategy[tuple[list[tuple[str, bytes]], Any, bytes]]:
@@ -219,3 +246,27 @@ def test_the_fast_path_is_taken_for_flowline_records() -> None:
     hdrs = dict(headers)
     assert envelopes._decode_fast(hdrs, b"i", value, None) == decode(headers, b"i", value)
     assert sdk_decode(headers, b"i", value, None) == decode(headers, b"i", value)
+
+
+def test_nan_and_infinities_are_refused_on_both_paths() -> None:
+    """Python's json reads them, JSON has no such numbers: both paths say the record is not."""
+    headers, _ = encode("flowline.step.completed.v1", {"instance_id": "i"}, service="mes",
+                        event_id="e1", subject="i", time=datetime(2026, 1, 2, tzinfo=UTC))
+    for value in (b'{"instance_id": "i", "measurements": {"torque": NaN}}',
+                  b'{"instance_id": "i", "measurements": {"torque": -Infinity}}'):
+        with pytest.raises(MalformedRecord, match=r"data is not JSON: .*(NaN|Infinity)"):
+            decode(headers, b"i", value)
+    structured = json.dumps({"specversion": "1.0", "id": "e2", "source": "mes", "type": "t",
+                             "datacontenttype": "application/json",
+                             "data": {"instance_id": "i", "torque": math.nan}}).encode()
+    with pytest.raises(MalformedRecord, match="data is not JSON: torque is NaN or infinite"):
+        decode([("content-type", b"application/cloudevents+json")], b"i", structured)
+
+
+def test_integers_beyond_64_bits_stay_exact_on_the_fast_path() -> None:
+    import services.common.envelopes as envelopes
+
+    headers, value = encode("flowline.step.completed.v1", {"serial": 2**70, "n": 7},
+                            service="mes", event_id="e1", time=datetime(2026, 1, 2, tzinfo=UTC))
+    fast = envelopes._decode_fast(dict(headers), b"i", value, None)
+    assert fast is not None and fast.data == {"serial": 2**70, "n": 7}

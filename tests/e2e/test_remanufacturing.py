@@ -6,6 +6,8 @@ One stack serves the module; each test uses its own instance ids.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import re
 import uuid
 from typing import Any
@@ -14,7 +16,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.common.envelopes import decode
+from schemas.topics import COMPLETED_V1
+from services.common.envelopes import decode, encode
 from services.common.settings import Settings
 from services.devstack import Stack
 from tests.conftest import wait_for
@@ -181,16 +184,27 @@ def test_stale_and_malformed_records_land_in_dead_letters(api: httpx.Client,
         await producer.start()
         await producer.send_and_wait(settings.completions_topic, b"{not json",
                                      key=f"{iid}-bad".encode())
+        # A well-formed completion of the step the part is at, but for a NaN: Python's json
+        # reads it, JSON has no such number (it once reached a GET, which answered 500).
+        data = {"instance_id": iid, "step": "receive", "measurements": {"torque": math.nan}}
+        headers, _ = encode(COMPLETED_V1, data, service="equipment", subject=iid)
+        await producer.send_and_wait(settings.completions_topic, json.dumps(data).encode(),
+                                     key=iid.encode(), headers=headers)
         await producer.stop()
 
     asyncio.run(send_garbage())
-    letters = dead_letters(settings, 2, iid)
-    by_reason = {letter["reason"]: letter for letter in letters}
-    assert set(by_reason) == {"stale", "malformed"}
-    assert "not at inspect" in by_reason["stale"]["detail"]
-    assert by_reason["malformed"]["value"] == "{not json"
-    assert by_reason["malformed"]["topic"] == settings.completions_topic
-    # the router kept going: the part still moves
+    letters = dead_letters(settings, 3, iid)
+    by_reason: dict[str, list[dict[str, Any]]] = {}
+    for letter in letters:
+        by_reason.setdefault(letter["reason"], []).append(letter)
+    assert sorted(by_reason) == ["malformed", "stale"]
+    assert "not at inspect" in by_reason["stale"][0]["detail"]
+    garbage, nan = sorted(by_reason["malformed"], key=lambda letter: letter["key"] != f"{iid}-bad")
+    assert garbage["value"] == "{not json"
+    assert garbage["topic"] == settings.completions_topic
+    assert nan["key"] == iid and "NaN" in nan["value"]
+    assert "not JSON" in nan["detail"] and "NaN" in nan["detail"], nan["detail"]
+    # the router kept going: the part still moves (the NaN completion did not move it)
     advance(api, iid, "receive")
     at_step(api, iid, "disassemble")
 

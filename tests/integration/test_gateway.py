@@ -178,6 +178,24 @@ async def test_not_json_is_422(gateway: httpx.AsyncClient) -> None:
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/instances/x/completions", b'{"step": "s", "measurements": {"torque": NaN}}'),
+    ("/v1/instances", b'{"process": "p", "context": {"limit": Infinity}}'),
+    ("/v1/instances/x/hold", b'{"reason": "r", "x": [-Infinity]}'),
+    ("/v1/instances/x/completions", b'{"step": "s", "measurements": {"torque": 1e400}}'),
+])
+async def test_nan_and_infinity_are_not_json_and_422(gateway: httpx.AsyncClient, path: str,
+                                                     body: bytes) -> None:
+    """Python's json reads them; JSON has no such numbers, and a response carrying one fails."""
+    r = await gateway.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"][0]["type"] == "json_invalid"
+    assert "not a JSON number" in error["details"][0]["msg"] \
+        or "too large for a JSON number" in error["details"][0]["msg"], error
+
+
 async def test_a_peer_that_is_down_is_503(gateway: httpx.AsyncClient) -> None:
     for path in ("/v1/processes", "/v1/tasks", "/v1/instances/x"):
         r = await gateway.get(path)
