@@ -72,6 +72,7 @@ def _table(model: Any) -> Table:
 
 TASKS, INSTANCES, VISITS = _table(Task), _table(Instance), _table(Visit)
 TIMERS, JOBS, TASK_OUTBOX = _table(Timer), _table(Job), _table(TaskOutbox)
+CALENDARS = _table(Calendar)
 # Rows with a database-made key that a fold may change after they were inserted: their new
 # ids are read back (RETURNING), matched to the rows by the columns named here, which a
 # unique constraint covers (uq_visit). (Outbox rows are never changed here.)
@@ -161,6 +162,7 @@ _CLOSED_VISITS = select(VISITS).where(VISITS.c.instance_id.in_(_IDS), VISITS.c.s
 _VISITED = select(VISITS.c.instance_id).where(VISITS.c.instance_id.in_(_IDS)).distinct()
 _PENDING_TIMERS = select(TIMERS).where(TIMERS.c.instance_id.in_(_IDS), TIMERS.c.status == PENDING)
 _LIVE_JOBS = select(JOBS).where(JOBS.c.instance_id.in_(_IDS), JOBS.c.status.in_(LIVE_JOB))
+_CALENDAR = select(CALENDARS.c.spec).where(CALENDARS.c.tenant == bindparam("tenant"))
 _TASK_EVENTS = (select(TASK_OUTBOX.c.task_id, TASK_OUTBOX.c.kind, TASK_OUTBOX.c.event_id)
                 .where(TASK_OUTBOX.c.task_id.in_(_IDS)))
 
@@ -273,8 +275,8 @@ class BatchRows:
 
     def calendar(self, tenant: str) -> BusinessCalendar | None:
         if tenant not in self._calendars:
-            row = self.session.get(Calendar, tenant)
-            self._calendars[tenant] = BusinessCalendar.from_json(row.spec) if row else None
+            spec = self.session.connection().scalar(_CALENDAR, {"tenant": tenant})
+            self._calendars[tenant] = BusinessCalendar.from_json(spec) if spec is not None else None
         return self._calendars[tenant]
 
     # --- writes -----------------------------------------------------------------------------
