@@ -49,14 +49,17 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t.label} | {_fmt(value)} {t.unit if value is not None else ''} | "
                      f"{target} | {verdict(t, value)} |")
     lines += ["", "| scenario | seconds | our CPU (cores) | others' CPU (cores) | "
-              "load avg 1m at start | under load |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+              "load avg 1m at start | under load | machine before (ms) |",
+              "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    before = (m.get("speed") or {}).get("scenarios") or {}
     for name, sc in result["scenarios"].items():
         cpu = sc.get("cpu") or {}
         error = f" ERROR: {sc['error']}" if "error" in sc else ""
         lines.append(f"| {name}{error} | {_fmt(cpu.get('seconds'))} | "
                      f"{_fmt(cpu.get('cpu_cores_ours'))} | {_fmt(cpu.get('cpu_cores_others'))} | "
                      f"{_fmt(cpu.get('loadavg_1m_at_start'))} | "
-                     f"{'**yes**' if cpu.get('under_load') else 'no'} |")
+                     f"{'**yes**' if cpu.get('under_load') else 'no'} | "
+                     f"{_fmt((before.get(name) or {}).get('best_ms'))} |")
     shares = [(name, sc["cpu"]["cores_by_process"]) for name, sc in result["scenarios"].items()
               if (sc.get("cpu") or {}).get("cores_by_process")]
     if shares:

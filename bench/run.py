@@ -92,7 +92,10 @@ async def run_all(ctx: Context, names: list[str], warm_broker: bool) -> dict[str
         ctx.extra["warmup"] = await warmup.warm(ctx.bootstrap, seconds, ctx.sizes.partitions,
                                                 fetch_max_wait_ms(ctx.broker_kind))
     for name in names:
-        ctx.say(f"== {name}")
+        # How quick the machine is just now (it swung between ~115 and ~230 ms within one
+        # session): each scenario's figures are read beside it.
+        speed = ctx.extra.setdefault("speeds", {})[name] = calibrate.measure(repeats=3)
+        ctx.say(f"== {name} (machine: {speed['best_ms']} ms for the fixed work)")
         started = time.monotonic()
         try:
             results[name] = await SCENARIOS[name](ctx)
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         broker.close()
     speed["end"] = calibrate.measure()
+    speed["scenarios"] = ctx.extra.get("speeds", {})  # before each scenario
     machine["speed"] = speed
     stem = args.name or (f"{started_at:%Y%m%d-%H%M%S}-{broker.kind}"
                          f"{'-quick' if args.quick else ''}")

@@ -64,6 +64,8 @@ def test_quick_raw_throughput_fold_and_graphs_give_positive_numbers(broker: Any,
     assert result["meta"]["machine"]["nproc"] >= 1
     speed = result["meta"]["machine"]["speed"]  # the fixed work, timed before and after
     assert speed["start"]["best_ms"] > 0 and speed["end"]["best_ms"] > 0
+    assert set(speed["scenarios"]) == set(result["scenarios"])  # and before each scenario
+    assert all(s["best_ms"] > 0 for s in speed["scenarios"].values())
     fold = result["scenarios"]["fold"]["sqlite"]  # the tasks fold, no broker
     assert fold["records"] == fold["instances"] * steps * 3  # a command and two events each
     assert fold["completions_per_second"] > 0

@@ -40,8 +40,13 @@ def _result(start: float | None, end: float | None = None) -> dict[str, Any]:
 
 
 def test_the_markdown_says_how_quick_the_machine_was() -> None:
-    text = report.markdown(_result(110.0, 121.5))
+    result = _result(110.0, 121.5)
+    result["scenarios"]["inbox"] = {"cpu": {"seconds": 30.0}}
+    result["meta"]["machine"]["speed"]["scenarios"] = {"inbox": {"best_ms": 231.25}}
+    text = report.markdown(result)
     assert "110.0 ms before the broker started, 121.5 ms after it stopped" in text
+    row = next(line for line in text.splitlines() if line.startswith("| inbox |"))
+    assert row.endswith("| 231.2 |")
     assert "Machine speed" not in report.markdown(_result(None))
 
 
