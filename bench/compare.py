@@ -38,12 +38,16 @@ def speed(a: dict[str, Any], b: dict[str, Any]) -> str:
         return "\nMachine speed: not recorded in both (results from before bench/calibrate.py)."
     best = {name: [(s.get(when) or {}).get("best_ms") for when in ("start", "end")]
             for name, s in (("A", sa), ("B", sb))}
+    trips = {name: [(s.get(when) or {}).get("loopback_us") for when in ("start", "end")]
+             for name, s in (("A", sa), ("B", sb))}
     b_over_a = ratio(sa.get("start"), sb.get("start"))
     how = "" if b_over_a is None else (
         f"; B's machine took {b_over_a:.2f}× A's time for it"
         + (": compare with care" if abs(b_over_a - 1) > 0.05 else ""))
     return (f"\nMachine speed (fixed Python work, ms at start / end; lower is quicker): "
-            f"A {best['A'][0]} / {best['A'][1]}, B {best['B'][0]} / {best['B'][1]}{how}")
+            f"A {best['A'][0]} / {best['A'][1]}, B {best['B'][0]} / {best['B'][1]}{how}"
+            f"\nLoopback round trip between two threads (µs at start / end): "
+            f"A {trips['A'][0]} / {trips['A'][1]}, B {trips['B'][0]} / {trips['B'][1]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t.label} | {_fmt(value)} {t.unit if value is not None else ''} | "
                      f"{target} | {verdict(t, value)} |")
     lines += ["", "| scenario | seconds | our CPU (cores) | others' CPU (cores) | "
-              "load avg 1m at start | under load | machine before (ms) |",
+              "load avg 1m at start | under load | machine before (ms / µs) |",
               "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     before = (m.get("speed") or {}).get("scenarios") or {}
     for name, sc in result["scenarios"].items():
@@ -59,7 +59,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(cpu.get('cpu_cores_ours'))} | {_fmt(cpu.get('cpu_cores_others'))} | "
                      f"{_fmt(cpu.get('loadavg_1m_at_start'))} | "
                      f"{'**yes**' if cpu.get('under_load') else 'no'} | "
-                     f"{_fmt((before.get(name) or {}).get('best_ms'))} |")
+                     f"{_machine(before.get(name))} |")
     shares = [(name, sc["cpu"]["cores_by_process"]) for name, sc in result["scenarios"].items()
               if (sc.get("cpu") or {}).get("cores_by_process")]
     if shares:
@@ -69,14 +69,22 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _machine(speed: dict[str, Any] | None) -> str:
+    """The fixed work's ms / the loopback round trip's µs, as measured before a scenario."""
+    speed = speed or {}
+    return f"{_fmt(speed.get('best_ms'))} / {_fmt(speed.get('loopback_us'))}"
+
+
 def _speed_line(speed: dict[str, Any] | None) -> list[str]:
     """The machine's time for `bench.calibrate`'s fixed work (lower is quicker)."""
     if not speed:
         return []
     start, end = speed.get("start") or {}, speed.get("end") or {}
-    return [f"Machine speed (`bench/calibrate.py`, fixed Python work, best of "
-            f"{start.get('repeats', '?')}; lower is quicker): {_fmt(start.get('best_ms'))} ms "
-            f"before the broker started, {_fmt(end.get('best_ms'))} ms after it stopped.", ""]
+    return [f"Machine speed (`bench/calibrate.py`, best of {start.get('repeats', '?')}; lower "
+            f"is quicker): fixed Python work {_fmt(start.get('best_ms'))} ms before the broker "
+            f"started, {_fmt(end.get('best_ms'))} ms after it stopped; a loopback round trip "
+            f"between two threads {_fmt(start.get('loopback_us'))} / "
+            f"{_fmt(end.get('loopback_us'))} µs.", ""]
 
 
 def write(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:

@@ -8,11 +8,17 @@ from bench import calibrate, compare, report
 
 
 def test_the_fixed_work_is_timed_and_more_of_it_takes_longer() -> None:
-    small = calibrate.measure(repeats=3, rounds=200)
-    large = calibrate.measure(repeats=3, rounds=2_000)
+    small = calibrate.measure(repeats=3, rounds=200, round_trips=50)
+    large = calibrate.measure(repeats=3, rounds=2_000, round_trips=50)
     assert small["rounds"] == 200 and small["repeats"] == 3
     assert 0 < small["best_ms"] <= small["median_ms"]
     assert large["best_ms"] > 3 * small["best_ms"]
+
+
+def test_loopback_round_trips_are_timed_and_more_of_them_take_longer() -> None:
+    few, many = calibrate._loopback(20), calibrate._loopback(2_000)
+    assert 0 < few < many
+    assert calibrate.measure(repeats=1, rounds=10, round_trips=100)["loopback_us"] > 0
 
 
 def test_the_work_gives_the_same_checksum_every_time() -> None:
@@ -31,8 +37,10 @@ def _result(start: float | None, end: float | None = None) -> dict[str, Any]:
         "commit": "abc1234", "dirty": False, "nproc": 2, "cpu_model": "x", "memory_mb": 1,
         "python": "3.11", "faust": "0", "aiokafka": "0", "loadavg_at_start": [0.0, 0.0, 0.0]}
     if start is not None:
-        machine["speed"] = {"start": {"best_ms": start, "rounds": 4_000, "repeats": 5},
-                            "end": {"best_ms": end or start, "rounds": 4_000, "repeats": 5}}
+        machine["speed"] = {"start": {"best_ms": start, "rounds": 4_000, "repeats": 5,
+                                  "loopback_us": 15.5},
+                        "end": {"best_ms": end or start, "rounds": 4_000, "repeats": 5,
+                                "loopback_us": 31.0}}
     return {"meta": {"started_at": "2026-11-23T09:00:00+00:00", "command": "python -m bench.run",
                      "mode": "full", "broker": {"kind": "kafka", "version": "4"},
                      "machine": machine},
@@ -45,8 +53,9 @@ def test_the_markdown_says_how_quick_the_machine_was() -> None:
     result["meta"]["machine"]["speed"]["scenarios"] = {"inbox": {"best_ms": 231.25}}
     text = report.markdown(result)
     assert "110.0 ms before the broker started, 121.5 ms after it stopped" in text
+    assert "between two threads 15.5 / 31.0 µs" in text
     row = next(line for line in text.splitlines() if line.startswith("| inbox |"))
-    assert row.endswith("| 231.2 |")
+    assert row.endswith("| 231.2 / — |")
     assert "Machine speed" not in report.markdown(_result(None))
 
 
@@ -55,4 +64,5 @@ def test_compare_warns_when_the_machines_differ() -> None:
     assert "1.02×" in same and "with care" not in same
     slower = compare.speed(_result(100.0), _result(150.0))
     assert "1.50×" in slower and "compare with care" in slower
+    assert "A 15.5 / 31.0, B 15.5 / 31.0" in slower
     assert "not recorded" in compare.speed(_result(None), _result(150.0))
