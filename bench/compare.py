@@ -36,10 +36,12 @@ def speed(a: dict[str, Any], b: dict[str, Any]) -> str:
     sa, sb = (r["meta"]["machine"].get("speed") or {} for r in (a, b))
     if not sa or not sb:
         return "\nMachine speed: not recorded in both (results from before bench/calibrate.py)."
-    best = {name: [(s.get(when) or {}).get("best_ms") for when in ("start", "end")]
-            for name, s in (("A", sa), ("B", sb))}
-    trips = {name: [(s.get(when) or {}).get("loopback_us") for when in ("start", "end")]
-             for name, s in (("A", sa), ("B", sb))}
+
+    def at_start_and_end(figure: str) -> dict[str, list[Any]]:
+        return {name: [(s.get(when) or {}).get(figure) for when in ("start", "end")]
+                for name, s in (("A", sa), ("B", sb))}
+
+    best, trips = at_start_and_end("best_ms"), at_start_and_end("loopback_us")
     b_over_a = ratio(sa.get("start"), sb.get("start"))
     how = "" if b_over_a is None else (
         f"; B's machine took {b_over_a:.2f}× A's time for it"

@@ -35,7 +35,8 @@ def loads(text: bytes | str) -> Any:
 
 
 class NotJsonNumber(json.JSONDecodeError):
-    """`NaN`, `Infinity` or `-Infinity` where a JSON number was due."""
+    """`NaN`, `Infinity`, `-Infinity` or a number too large for a float where a JSON number
+    was due."""
 
 
 def loads_finite(text: bytes | str) -> Any:
