@@ -73,6 +73,31 @@ def process_ticks(pid: int) -> int:
         return 0
 
 
+# A JVM compiles its hot code in threads named "C1 CompilerThread0", "C2 CompilerThread1", ...
+# (Linux truncates a thread's name to 15 characters).
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_ticks(pid: int) -> int:
+    """utime + stime of `pid`'s JIT compiler threads: a JVM still compiling (a broker started
+    minutes ago) spends a share of the machine that a long-running one does not. 0 for a
+    process without such threads, or once it is gone."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            if not Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith(JIT_THREADS):
+                continue
+            parts = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(parts[11]) + int(parts[12])
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
+    return total
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU seconds `pid` has used so far (0 without a process, or once it is gone)."""
     return process_ticks(pid) / TICKS if pid else 0.0
@@ -99,14 +124,17 @@ class CpuMeter:
     names: dict[int, str] = field(default_factory=dict)  # pid -> what it is, when told
     load0: float = field(default_factory=lambda: os.getloadavg()[0])
     bench0: int = field(default_factory=lambda: process_ticks(os.getpid()))
+    jit0: dict[int, int] = field(default_factory=dict)  # pid -> its JIT threads' first ticks
 
     def track(self, pid: int | None, name: str | None = None) -> None:
-        """Book `pid`'s CPU to us from now on; a `name` lists it in `cores_by_process` too."""
+        """Book `pid`'s CPU to us from now on; a `name` lists it in `cores_by_process` too
+        (and, for a JVM, its compiler threads' share in `jit_cores_by_process`)."""
         if pid and pid not in self.ours:
             t = process_ticks(pid)
             self.ours[pid] = (t, t)
         if pid and name:
             self.names[pid] = name
+            self.jit0.setdefault(pid, jit_ticks(pid))
 
     def retire(self, pid: int | None) -> None:
         if pid in self.ours:
@@ -122,9 +150,14 @@ class CpuMeter:
         others = max(0.0, total - ours)
         # Per named process, and the bench's own (part of `others`: it is the load, not us).
         by_process = {"bench": (process_ticks(os.getpid()) - self.bench0) / TICKS / seconds}
+        jit: dict[str, float] = {}
         for pid, name in self.names.items():
             first, last = self.ours[pid]
             by_process[name] = by_process.get(name, 0.0) + (last - first) / TICKS / seconds
+            now = jit_ticks(pid)
+            if now or self.jit0.get(pid):  # a JVM: it has compiler threads
+                compiled = max(0, now - self.jit0.get(pid, 0))  # 0 once it is gone
+                jit[name] = jit.get(name, 0.0) + compiled / TICKS / seconds
         return {
             "seconds": round(seconds, 1),
             "cpu_cores_total": round(total, 2),
@@ -133,4 +166,5 @@ class CpuMeter:
             "loadavg_1m_at_start": round(self.load0, 2),
             "under_load": others > CONTENDED_CORES,
             "cores_by_process": {name: round(cores, 3) for name, cores in by_process.items()},
+            "jit_cores_by_process": {name: round(cores, 3) for name, cores in jit.items()},
         }

@@ -60,13 +60,20 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(cpu.get('loadavg_1m_at_start'))} | "
                      f"{'**yes**' if cpu.get('under_load') else 'no'} | "
                      f"{_machine(before.get(name))} |")
-    shares = [(name, sc["cpu"]["cores_by_process"]) for name, sc in result["scenarios"].items()
+    shares = [(name, sc["cpu"]) for name, sc in result["scenarios"].items()
               if (sc.get("cpu") or {}).get("cores_by_process")]
     if shares:
-        lines += ["", "CPU by process (cores; `bench` is the load generator, in others' CPU):", ""]
-        lines += [f"- {name}: " + ", ".join(f"{p} {c:.2f}" for p, c in by.items())
-                  for name, by in shares]
+        lines += ["", "CPU by process (cores; `bench` is the load generator, in others' CPU; "
+                  "a JVM's JIT compiler threads in brackets):", ""]
+        lines += [f"- {name}: " + ", ".join(_share(p, c, cpu.get("jit_cores_by_process") or {})
+                                            for p, c in cpu["cores_by_process"].items())
+                  for name, cpu in shares]
     return "\n".join(lines) + "\n"
+
+
+def _share(process: str, cores: float, jit: dict[str, float]) -> str:
+    """`broker 0.50 (JIT 0.23)`: a broker started minutes ago is still compiling its code."""
+    return f"{process} {cores:.2f}" + (f" (JIT {jit[process]:.2f})" if process in jit else "")
 
 
 def _machine(speed: dict[str, Any] | None) -> str:

@@ -72,6 +72,8 @@ TARGETS: tuple[Target, ...] = (
            None, higher_is_better=False, unit="ms"),
     Target("inbox: achieved send rate (gateway)", ("inbox", "gateway", "achieved_rate"), None,
            unit="/s"),
+    Target("inbox: the broker's JIT compiler meanwhile (Kafka rounds)",
+           ("inbox", "kafka", "broker_jit_cores"), None, higher_is_better=False, unit="cores"),
     Target("scaling: routed completions/s, 1 worker", ("scaling", "per_second_1"), None,
            unit="/s"),
     Target("scaling: routed completions/s, 2 workers", ("scaling", "per_second_2"), None,

@@ -1,9 +1,10 @@
 """Completion → inbox row committed, and the gateway's POST latency under load.
 
 The whole stack runs (definitions, tasks with its SQLite inbox, router, gateway), each service
-its own process as in production. M instances are started and the bench waits until each has
-its first inbox row, and one round of completions goes through Kafka unmeasured (a warm-up).
-Then rounds of one completion per instance at `inbox_rate`/s, paced:
+its own process as in production. 2 × M instances are started and the bench waits until each
+has its first inbox row. The first M go through every round unmeasured, exactly as the measured
+ones will, then the measured M make one round through Kafka unmeasured (the warm-up). Then
+rounds of one completion per instance at `inbox_rate`/s, paced:
 
 - `kafka`: completions produced straight to `step-completions` (linger 0, as equipment would);
 - `gateway`: the same, as `POST /v1/instances/{id}/completions` from concurrent clients.
@@ -14,6 +15,13 @@ inbox row (command id `instance/step/1`). A reader thread polls the tasks databa
 only commits), so `inbox_ms` = first seen − send (an upper bound, by at most `POLL_S`).
 `command_ms` = the router's step command's CreateTime − send: the router's part of it.
 `post_ms` = POST sent → 202 received, client side. `rows_per_second`: how fast rows appeared.
+
+Why the warm-up is a whole pass: a JVM compiles its hot code as traffic reaches it, and traffic
+at 200/s reaches it slowly. With one warm-up round, the broker's JIT compiler threads took
+0.23-0.29 of a core during the measured rounds (bench/results/NOTES.md, session 13), even after
+the bench's 90 s generic warm-up: this scenario's requests take paths the generic one does not.
+A broker in service has long compiled them; the measured rounds should meet one like it, and
+`broker_jit_cores` says how far they did.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from aiokafka import AIOKafkaProducer
 from bench import workload
 from bench.context import Context
 from bench.kafka_io import Seen, TopicReader, produce_all
-from bench.machine import CpuMeter
+from bench.machine import TICKS, CpuMeter, jit_ticks
 from bench.pacing import paced_send
 from bench.stack import prepare, stack_settings
 from bench.stats import percentiles
@@ -106,7 +114,9 @@ async def run(ctx: Context) -> dict[str, Any]:
     meter.track(ctx.broker_pid, "broker")
     stack = Stack(settings)
     tag = settings.topic_prefix.rstrip(".")
+    warm_tag = f"{tag}w"  # instances that go through every round unmeasured, first
     iids = [workload.instance_id(tag, n) for n in range(m)]
+    warm_iids = [workload.instance_id(warm_tag, n) for n in range(m)]
     watcher = InboxWatcher(settings.data_dir / "tasks.db")
     created: dict[str, int] = {}  # command id -> the router's CreateTime (ms)
 
@@ -122,27 +132,39 @@ async def run(ctx: Context) -> dict[str, Any]:
         for service in SERVICES:
             meter.track(stack.procs[service].pid, service)
         watcher.start()
-        await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
-        first = [f"{iid}/{workload.PATH[0][0]}/1" for iid in iids]
-        if missing := await watcher.wait_for(first, within=60 + m / 20):
-            raise RuntimeError(f"{missing}/{m} instances have no inbox row for their first step")
-        # One round through Kafka first, not measured: the first second after a start pays
-        # for paths taken the first time (`latency.py`).
-        ctx.say(f"inbox: a warm-up round of {m} completions via Kafka at {rate:.0f}/s")
-        warm: dict[str, float] = {}
-        await _via_kafka(ctx, settings, tag, m, 0, rate, warm, [])
-        if missing := await watcher.wait_for(list(warm), within=30 + m / 50):
-            raise RuntimeError(f"{missing}/{m} warm-up completions made no inbox row")
+        await produce_all(ctx.bootstrap, settings.requests_topic,
+                          workload.starts(warm_tag, m) + workload.starts(tag, m))
+        first = [f"{iid}/{workload.PATH[0][0]}/1" for iid in warm_iids + iids]
+        if missing := await watcher.wait_for(first, within=60 + 2 * m / 20):
+            raise RuntimeError(f"{missing}/{2 * m} instances have no inbox row for their first "
+                               "step")
         rounds = len(workload.PATH)
         phases = (("kafka", "Kafka", _via_kafka), ("gateway", "the gateway", _via_gateway))
+        # Unmeasured: M other instances through every round, as the measured ones will go
+        # (the broker's JIT meets this scenario's requests), then the measured ones' first
+        # round through Kafka (the services' first second after a start pays for paths taken
+        # the first time: `latency.py`).
+        ctx.say(f"inbox: warm-up: {m} other instances through all {rounds} rounds at "
+                f"{rate:.0f}/s, then round 0 of the measured ones via Kafka")
+        warm: dict[str, float] = {}
+        began = time.monotonic()
+        for path, _, send in phases:
+            for r in _rounds(path, rounds, warm=True):
+                await send(ctx, settings, warm_tag, m, r, rate, warm, [])
+        await _via_kafka(ctx, settings, tag, m, 0, rate, warm, [])
+        if missing := await watcher.wait_for(list(warm), within=30 + len(warm) / 50):
+            raise RuntimeError(f"{missing}/{len(warm)} warm-up completions made no inbox row")
+        result["warmup"] = {"completions": len(warm),
+                            "seconds": round(time.monotonic() - began, 1)}
         for path, name, send in phases:
-            r0 = 1 if path == "kafka" else rounds // 2
-            r1 = rounds // 2 if path == "kafka" else rounds
-            ctx.say(f"inbox: rounds {r0}..{r1 - 1} × {m} completions via {name} at {rate:.0f}/s")
+            measured = _rounds(path, rounds, warm=False)
+            ctx.say(f"inbox: rounds {measured.start}..{measured.stop - 1} × {m} completions "
+                    f"via {name} at {rate:.0f}/s")
             sent: dict[str, float] = {}
             post_ms: list[float] = []
             began = time.monotonic()
-            for r in range(r0, r1):
+            jit0 = jit_ticks(ctx.broker_pid) if ctx.broker_pid else 0
+            for r in measured:
                 await send(ctx, settings, tag, m, r, rate, sent, post_ms)
             achieved = round(len(sent) / (time.monotonic() - began), 1)
             missing = await watcher.wait_for(list(sent), within=30 + len(sent) / 50)
@@ -154,6 +176,10 @@ async def run(ctx: Context) -> dict[str, Any]:
             result[path] = {"completions": len(sent), "achieved_rate": achieved,
                             "missing_rows": missing, "inbox_ms": percentiles(inbox),
                             "command_ms": percentiles(routed), "rows_per_second": rows_rate}
+            if ctx.broker_pid:  # the broker's compiler threads meanwhile: ~0 once it is warm
+                compiled = max(0, jit_ticks(ctx.broker_pid) - jit0)
+                result[path]["broker_jit_cores"] = round(
+                    compiled / TICKS / (time.monotonic() - began), 3)
             if post_ms:
                 result[path]["post_ms"] = percentiles(post_ms)
     finally:
@@ -165,6 +191,14 @@ async def run(ctx: Context) -> dict[str, Any]:
         await asyncio.to_thread(stack.stop)
         result["cpu"] = meter.report()
     return result
+
+
+def _rounds(path: str, rounds: int, warm: bool) -> range:
+    """The rounds of workload.PATH sent via `path`: the first half via Kafka, the rest via the
+    gateway; the measured instances' round 0 is their warm-up."""
+    if path == "kafka":
+        return range(0 if warm else 1, rounds // 2)
+    return range(rounds // 2, rounds)
 
 
 async def _via_kafka(ctx: Context, settings: Any, tag: str, m: int, r: int, rate: float,

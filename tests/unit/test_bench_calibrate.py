@@ -66,3 +66,15 @@ def test_compare_warns_when_the_machines_differ() -> None:
     assert "1.50×" in slower and "compare with care" in slower
     assert "A 15.5 / 31.0, B 15.5 / 31.0" in slower
     assert "not recorded" in compare.speed(_result(None), _result(150.0))
+
+
+def test_the_markdown_shows_a_jvm_s_jit_share_beside_its_cpu() -> None:
+    result = _result(110.0)
+    result["scenarios"]["inbox"] = {"cpu": {
+        "seconds": 30.0, "cores_by_process": {"bench": 0.25, "broker": 0.46, "tasks": 0.5},
+        "jit_cores_by_process": {"broker": 0.17}}}
+    result["scenarios"]["latency"] = {"cpu": {  # a result from before the JIT was metered
+        "seconds": 30.0, "cores_by_process": {"broker": 0.3}}}
+    text = report.markdown(result)
+    assert "- inbox: bench 0.25, broker 0.46 (JIT 0.17), tasks 0.50" in text
+    assert "- latency: broker 0.30\n" in text
