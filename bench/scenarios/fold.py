@@ -28,7 +28,7 @@ from bench.context import Context
 from schemas.messages import InstanceEvent, InstanceEventKind, ProcessRef, StepCommand
 from services.common import migrate
 from services.common.db import Transactions, make_engine
-from services.tasks import inbox, journey
+from services.tasks import inbox, journey, rows
 from services.tasks.config import AutomationSettings
 
 K = InstanceEventKind
@@ -63,8 +63,9 @@ def _round(iids: list[str], n: int, process: ProcessRef) -> tuple[list[Any], lis
 def _apply(settings: AutomationSettings, commands: list[Any], events: list[Any],
            session: Session) -> None:
     now = datetime.now(UTC)
-    inbox.apply_commands(session, commands, now, settings)
-    journey.apply_events(session, events, now)
+    with rows.one_flush(session):  # as the consumer's fold
+        inbox.apply_commands(session, commands, now, settings)
+        journey.apply_events(session, events, now)
 
 
 async def _fold(url: str, ctx: Context, m: int, batch: int, rounds: int) -> dict[str, Any]:

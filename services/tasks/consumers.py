@@ -234,8 +234,9 @@ class BatchConsumer:
         it returns the tables it inserted rows into."""
 
         def fold(session: Session) -> frozenset[str]:
-            for topic, batch in messages.items():
-                self.handlers[topic].apply(session, batch, now)
+            with rows.one_flush(session):  # the topics' rows written together
+                for topic, batch in messages.items():
+                    self.handlers[topic].apply(session, batch, now)
             return rows.written(session)
 
         return fold

@@ -105,10 +105,10 @@ def _enter(rows: BatchRows, row: Row, ev: InstanceEvent, at: datetime) -> None:
         row.visits = {**row.visits, ev.step: max(row.visits.get(ev.step, 0), visit_no)}
     if rows.visit(row.instance_id, ev.step, visit_no) is not None:
         return  # redelivered
-    first = not rows.has_visits(row.instance_id)
     # The router enters the start step first; routers that say the step type are believed.
     step_type = ev.step_type
-    marker = step_type in PASS_THROUGH or (step_type is None and first)
+    marker = step_type in PASS_THROUGH or (step_type is None
+                                           and not rows.has_visits(row.instance_id))
     rows.add(Row.new(VISITS, instance_id=row.instance_id, step=ev.step, visit=visit_no,
                      reason=ev.reason, entered_at=at, exited_at=at if marker else None,
                      outcome=None, operator=None, measurements=None))

@@ -23,9 +23,10 @@ PostgreSQL the instances' rows and tasks are read `FOR UPDATE`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,7 @@ from services.tasks.models import (
 CHUNK = 500  # ids per IN list
 _KEY = "flowline.batch_rows"
 _WRITTEN = "flowline.written"
+_DEFERRED = "flowline.flush_deferred"
 
 
 def _table(model: Any) -> Table:
@@ -89,6 +91,22 @@ def written(session: Session) -> frozenset[str]:
     service wakes only the loops with new work (a publisher of an outbox nobody wrote to
     would find nothing, and each look is a query)."""
     return frozenset(session.info.get(_WRITTEN, ()))
+
+
+@contextlib.contextmanager
+def one_flush(session: Session) -> Iterator[None]:
+    """Within the block the folds' `flush()` calls wait, and what they all changed is written
+    once when it ends: a consumer's batch of commands and events makes one INSERT per table
+    and one UPDATE per table and set of columns, not one per fold. (Nothing is written if the
+    block raises: its transaction is rolled back.)"""
+    session.info[_DEFERRED] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_DEFERRED, None)
+    rows = session.info.get(_KEY)
+    if rows is not None:
+        rows.flush()
 
 
 class Row(dict[str, Any]):
@@ -178,7 +196,8 @@ class BatchRows:
         self.tasks: dict[str, Row] = {}
         self._tasks: dict[str, list[Row]] = {}
         self._visits: dict[str, list[Row]] = {}
-        self._visited: set[str] = set()  # instances with a visit in the database
+        self._visited: set[str] = set()  # instances with a visit in the database...
+        self._asked: set[str] = set()  # ...of those asked about (`has_visits`)
         self._timers: dict[str, list[Row]] = {}
         self._jobs: dict[str, list[Row]] = {}
         self._once: set[str] = set()  # outbox event ids of once-only changes
@@ -198,8 +217,9 @@ class BatchRows:
             rows = session.info[_KEY] = cls(session)
             if session.bind is not None and session.bind.dialect.name == "sqlite":
                 session.execute(text("BEGIN IMMEDIATE"))
-        rows._load(sorted(set(instance_ids) - rows.loaded))
-        rows._load_steps(sorted(set(steps) - rows._pairs))
+        tasks = rows._load(sorted(set(instance_ids) - rows.loaded))
+        tasks += rows._load_steps(sorted(set(steps) - rows._pairs))
+        rows._add_tasks(tasks)
         return rows
 
     def _select(self, table: Table, query: Select[Any], **params: Any) -> list[Row]:
@@ -209,9 +229,11 @@ class BatchRows:
         self._read += rows
         return rows
 
-    def _load(self, ids: list[str]) -> None:
+    def _load(self, ids: list[str]) -> list[Row]:
+        """Read what the folds may need of these instances; their active tasks, to be added."""
+        tasks: list[Row] = []
         if not ids:
-            return
+            return tasks
         self.loaded.update(ids)
         for iid in ids:
             for index in (self._tasks, self._visits, self._timers, self._jobs):
@@ -219,33 +241,37 @@ class BatchRows:
         for part in _chunks(ids):
             for row in self._select(INSTANCES, _INSTANCES, ids=part):
                 self.instances[row.instance_id] = row
-            self._add_tasks(self._select(TASKS, _ACTIVE_TASKS, ids=part))
+            tasks += self._select(TASKS, _ACTIVE_TASKS, ids=part)
             for visit in self._select(VISITS, _OPEN_VISITS, ids=part):
                 self._visits[visit.instance_id].append(visit)
-            self._visited.update(self.session.connection().scalars(_VISITED, {"ids": part}))
             for timer in self._select(TIMERS, _PENDING_TIMERS, ids=part):
                 self._timers[timer.instance_id].append(timer)
             for job in self._select(JOBS, _LIVE_JOBS, ids=part):
                 self._jobs[job.instance_id].append(job)
+        return tasks
 
-    def _load_steps(self, pairs: list[tuple[str, str]]) -> None:
-        """The tasks and visits of (instance, step) pairs that `_load` left out: ended ones."""
+    def _load_steps(self, pairs: list[tuple[str, str]]) -> list[Row]:
+        """The tasks and visits of (instance, step) pairs that `_load` left out: ended ones
+        (the tasks to be added)."""
+        tasks: list[Row] = []
         if not pairs:
-            return
+            return tasks
         self._pairs.update(pairs)
         for part in _chunks(pairs):
             # instance IN (...) AND step IN (...), then the pairs themselves: SQLite runs a
             # tuple IN as a table scan.
             wanted = set(part)
             ids, steps = sorted({i for i, _ in part}), sorted({s for _, s in part})
-            tasks = self._select(TASKS, _ENDED_TASKS, ids=ids, steps=steps)
-            self._add_tasks([t for t in tasks if (t.instance_id, t.step) in wanted])
+            tasks += [t for t in self._select(TASKS, _ENDED_TASKS, ids=ids, steps=steps)
+                      if (t.instance_id, t.step) in wanted]
             for visit in self._select(VISITS, _CLOSED_VISITS, ids=ids, steps=steps):
                 if (visit.instance_id, visit.step) in wanted:
                     self._visits[visit.instance_id].append(visit)
+        return tasks
 
     def _add_tasks(self, tasks: list[Row]) -> None:
-        """Index tasks just read, and the outbox events they already have."""
+        """Index tasks just read, and the outbox events they already have (one query for all
+        that one `of` read)."""
         for task in tasks:
             self._index_task(task)
         for task_ids in _chunks([t.task_id for t in tasks]):
@@ -267,7 +293,17 @@ class BatchRows:
         return self._visits[instance_id]
 
     def has_visits(self, instance_id: str) -> bool:
-        return instance_id in self._visited or bool(self._visits[instance_id])
+        """Whether the instance has any visit. Only a router that does not say a step's type
+        makes the fold ask, so the database is asked then (for every instance loaded and not
+        yet asked about, in one query), not with every batch."""
+        if self._visits[instance_id]:
+            return True
+        if instance_id not in self._asked:
+            unasked = sorted(self.loaded - self._asked)
+            self._asked.update(unasked)
+            for part in _chunks(unasked):
+                self._visited.update(self.session.connection().scalars(_VISITED, {"ids": part}))
+        return instance_id in self._visited
 
     def visit(self, instance_id: str, step: str, visit: int) -> Row | None:
         return next((v for v in self._visits[instance_id]
@@ -339,7 +375,10 @@ class BatchRows:
 
     def flush(self) -> None:
         """Write what the folds did so far: new rows (one executemany per table), then changed
-        ones (one executemany per table and set of changed columns)."""
+        ones (one executemany per table and set of changed columns). Inside `one_flush`, it
+        waits for the block's end."""
+        if self.session.info.get(_DEFERRED):
+            return
         for table, new in self._new.items():
             if not new:
                 continue

@@ -9,12 +9,15 @@ where record-at-a-time folding did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -30,7 +33,7 @@ from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
-from services.tasks.rows import written
+from services.tasks.rows import one_flush, written
 from tests.unit.flows import World
 from tests.unit.graphs import compiled
 from tests.unit.test_routing_parallel import split_join
@@ -81,8 +84,9 @@ async def fold(transactions: Transactions, commands: Sequence[StepCommand] = (),
     """One consumer batch: commands first, then events, in one transaction."""
 
     def work(session: Session) -> int:
-        created = inbox.apply_commands(session, commands, T0)
-        journey.apply_events(session, events, T0)
+        with one_flush(session):  # as the consumer's fold
+            created = inbox.apply_commands(session, commands, T0)
+            journey.apply_events(session, events, T0)
         return created
 
     return await transactions.run(work)
@@ -266,3 +270,59 @@ async def test_a_fold_names_the_tables_it_inserted_rows_into(
     # A timer the automation cannot run holds the instance: a message the router is owed.
     broken = batch([command("i9", "soak", step_type="timer", timer="not a duration")])
     assert "message_outbox" in await transactions.run(broken)
+
+
+@contextlib.contextmanager
+def statements() -> Iterator[Counter[str]]:
+    """The SQL statements run meanwhile, by their first four words."""
+    seen: Counter[str] = Counter()
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen[" ".join(statement.split()[:4])] += 1
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+
+
+async def test_a_batch_of_commands_and_events_writes_each_table_once(
+        sessions: async_sessionmaker[AsyncSession], transactions: Transactions) -> None:
+    """A consumer's batch (four instances each completing a step, entering the next and
+    commanded to do it) writes its rows together: one INSERT per table, one UPDATE per table
+    and set of columns, though two folds changed them (`rows.one_flush`). And the fold does
+    not ask whether an instance has visits when the router says the step's type."""
+    iids = [f"s{n}" for n in range(4)]
+    await fold(transactions, [command(i, "clean") for i in iids],
+               [entered(i, "clean") for i in iids])
+    with statements() as seen:
+        await fold(transactions, [command(i, "inspect") for i in iids],
+                   [e for i in iids for e in (completed(i, "clean"), entered(i, "inspect"))])
+    writes = {k: n for k, n in seen.items() if k.startswith(("INSERT", "UPDATE"))}
+    assert writes and all(n == 1 for n in writes.values()), writes
+    assert "INSERT INTO task_outbox (task_id," in writes  # created and completed: one INSERT
+    assert not any(k.startswith("SELECT DISTINCT visits.instance_id") for k in seen), seen
+    assert sorted(await announced(sessions, "s0")) == [
+        "s0/clean/1/completed", "s0/clean/1/created", "s0/inspect/1/created"]
+
+
+async def test_without_step_types_the_first_visit_is_the_start_marker_and_later_ones_open(
+        sessions: async_sessionmaker[AsyncSession], transactions: Transactions) -> None:
+    """A router that does not say a step's type: the instance's first visit is taken for the
+    start step (entered and left at once), later ones for steps to do, in a later batch too,
+    where the first visit is closed and only the database knows of it."""
+
+    def untyped(step: str, minute: int) -> InstanceEvent:
+        return InstanceEvent(kind=K.STEP_ENTERED, instance_id="u1", process=P, at=at(minute),
+                             step=step, visit=1)
+
+    await fold(transactions, events=[untyped("start", 0)])
+    await fold(transactions, events=[untyped("receive", 1)])
+    async with sessions() as s:
+        visits = {v.step: v for v in await s.scalars(select(Visit)
+                                                     .where(Visit.instance_id == "u1"))}
+        row = await s.get(Instance, "u1")
+    assert visits["start"].exited_at is not None  # the marker
+    assert visits["receive"].exited_at is None
+    assert row is not None and row.active_steps == ["receive"]
