@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaProducer
 from bench import workload
 from bench.context import Context
 from bench.kafka_io import Seen, TopicReader, produce_all
-from bench.machine import TICKS, CpuMeter, jit_ticks
+from bench.machine import CpuMeter
 from bench.pacing import paced_send
 from bench.stack import prepare, stack_settings
 from bench.stats import percentiles
@@ -163,7 +163,8 @@ async def run(ctx: Context) -> dict[str, Any]:
             sent: dict[str, float] = {}
             post_ms: list[float] = []
             began = time.monotonic()
-            jit0 = jit_ticks(ctx.broker_pid) if ctx.broker_pid else 0
+            phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
+            phase.track(ctx.broker_pid, "broker")
             for r in measured:
                 await send(ctx, settings, tag, m, r, rate, sent, post_ms)
             achieved = round(len(sent) / (time.monotonic() - began), 1)
@@ -176,10 +177,8 @@ async def run(ctx: Context) -> dict[str, Any]:
             result[path] = {"completions": len(sent), "achieved_rate": achieved,
                             "missing_rows": missing, "inbox_ms": percentiles(inbox),
                             "command_ms": percentiles(routed), "rows_per_second": rows_rate}
-            if ctx.broker_pid:  # the broker's compiler threads meanwhile: ~0 once it is warm
-                compiled = max(0, jit_ticks(ctx.broker_pid) - jit0)
-                result[path]["broker_jit_cores"] = round(
-                    compiled / TICKS / (time.monotonic() - began), 3)
+            if "broker" in (jit := phase.report()["jit_cores_by_process"]):
+                result[path]["broker_jit_cores"] = jit["broker"]
             if post_ms:
                 result[path]["post_ms"] = percentiles(post_ms)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from bench.machine import TICKS, CpuMeter, jit_ticks
 from services.common.brokers import find_java
+from tests.conftest import wait_for
 
 # A busy loop: hot code the JIT compiles within a second or so of starting.
 SPIN = """
@@ -39,10 +39,8 @@ def jvm(tmp_path: Path) -> Iterator[int]:
 def test_a_jvm_s_compiler_threads_are_metered_and_a_python_process_has_none(jvm: int) -> None:
     meter = CpuMeter()
     meter.track(jvm, "jvm")
-    deadline = time.monotonic() + 60
-    while jit_ticks(jvm) < TICKS // 20 and time.monotonic() < deadline:  # 50 ms of compiling
-        time.sleep(0.05)
-    assert jit_ticks(jvm) >= TICKS // 20
+    wait_for(lambda: jit_ticks(jvm) >= TICKS // 20, timeout=60,  # 50 ms of compiling
+             what="the JVM's compiler threads to use CPU")
     assert jit_ticks(os.getpid()) == 0  # no compiler threads here
     report = meter.report()
     assert 0 < report["jit_cores_by_process"]["jvm"] <= report["cores_by_process"]["jvm"]
