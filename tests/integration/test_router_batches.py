@@ -62,6 +62,45 @@ async def test_a_backlog_for_one_instance_is_decided_in_order(router: Settings) 
         await letters.stop()
 
 
+async def test_a_backlog_across_batches_reads_each_batch_before_its_states(
+        router: Settings) -> None:
+    # Each instance's next completion is queued behind every instance's previous one, so
+    # under the backlog most batches hold records whose instance's state the batch before
+    # wrote: a stale read would reject them (a dead letter) or send a command twice.
+    n = 300
+    iids = [f"overlap-{i}" for i in range(n)]
+    commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
+    letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
+    stack = await asyncio.to_thread(start, router)
+    try:
+        await produce_all(router.kafka_bootstrap, router.requests_topic,
+                          [workload.start_record(iid) for iid in iids])
+        await async_wait_for(lambda: len(commands.distinct) >= n, 60, what="the first commands")
+        await asyncio.to_thread(stack.stop)
+        await produce_all(router.kafka_bootstrap, router.completions_topic,
+                          [workload.completion_record(iid, step, outcome)
+                           for step, outcome in workload.PATH for iid in iids])
+        stack = await asyncio.to_thread(start, router)
+        total = n * (len(workload.PATH) + 1)
+        await async_wait_for(lambda: len(commands.distinct) >= total, 120,
+                             what="a command per completion")
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(
+                f"http://127.0.0.1:{router.router_web_port}/metrics")).text
+        assert _sample(metrics, "flowline_router_batch_size_count") >= 4  # several batches
+        assert letters.count == 0
+        assert len(commands.seen) == total  # none sent twice
+        steps: dict[str, list[str]] = {}
+        for record in commands.seen:
+            command = json.loads(record.value)
+            steps.setdefault(command["instance_id"], []).append(command["step"])
+        assert steps == {iid: [*(step for step, _ in workload.PATH), "ship"] for iid in iids}
+    finally:
+        await asyncio.to_thread(stack.stop)
+        await commands.stop()
+        await letters.stop()
+
+
 async def test_an_output_too_large_for_the_broker_is_dropped_and_routing_goes_on(
         router: Settings) -> None:
     # A malformed completion of ~700 kB, all quotes: its dead letter escapes each one, so it
