@@ -120,7 +120,10 @@ def test_a_terminated_demo_stops_the_stack_it_started(tmp_path: Path) -> None:
         with httpx.Client(timeout=2) as client:
             assert client.get(f"{gateway}/healthz").status_code == 200
         proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: proc.poll() is not None, 60, what="the demo to end on SIGTERM")
+        try:
+            wait_for(lambda: proc.poll() is not None, 60, what="the demo to end on SIGTERM")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{out.tail()}") from None
         host, port = bootstrap.rsplit(":", 1)
         wait_for(lambda: refused(gateway) and refused(f"http://{host}:{port}"), 30,
                  what="its gateway and broker to be gone")
