@@ -74,9 +74,8 @@ async def until_signalled(work: Coroutine[Any, Any, bool]) -> bool | None:
     The signal cancels the task, so its `finally` blocks close consumers and clients in order.
     (Raised as KeyboardInterrupt wherever the loop happened to be, it can leave a client's
     shutdown waiting for good; a demo outlived a `kill` by over 60 s once in CI, the cause not
-    pinned down.) Afterwards
-    both signals raise KeyboardInterrupt again (`cli._terminate_like_ctrl_c`), which the
-    caller's stack teardown needs.
+    pinned down.) Afterwards both signals raise KeyboardInterrupt again
+    (`cli._terminate_like_ctrl_c`), which the caller's stack teardown needs.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)

@@ -62,7 +62,7 @@ async def test_a_backlog_for_one_instance_is_decided_in_order(router: Settings) 
         await letters.stop()
 
 
-async def test_a_backlog_across_batches_reads_each_batch_before_its_states(
+async def test_a_backlog_across_batches_reads_the_states_the_batch_before_stored(
         router: Settings) -> None:
     # Each instance's next completion is queued behind every instance's previous one, so
     # under the backlog most batches hold records whose instance's state the batch before
