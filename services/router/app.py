@@ -54,7 +54,7 @@ from services.common.envelopes import Decoded, MalformedRecord, decode, encode
 from services.common.kafka import dead_letter_record
 from services.common.metrics import render
 from services.common.settings import Settings
-from services.router import metrics, store, transport
+from services.router import metrics, sending, store, transport
 from services.router.batches import as_current, batches
 from services.router.definitions_view import DefinitionsView
 from services.router.lag import REFRESH_SECONDS, PartitionGauges
@@ -316,7 +316,7 @@ class Router:
                    msg.partition)
 
     async def _deliver(self, outputs: list[Out]) -> None:
-        """Send every record without waiting, then wait for all acks at once.
+        """Send every record without waiting (`sending.py`), then wait for all acks at once.
 
         A batch the broker does not acknowledge (after the client's own retries) is sent
         again, whole and in order, until it is: consumers dedupe by id, and storing state or
@@ -327,35 +327,34 @@ class Router:
         if self.app.in_transaction:
             return await self._deliver_in_transactions(outputs)
         delay = 0.1
+        alone: frozenset[int] = frozenset()  # records to send in a record batch of their own
         while True:
-            producer = self.app.producer
-            sent: list[tuple[Out, Any]] = []
-            failure: BaseException | None = None
-            unsent = 0
-            for n, o in enumerate(outputs):
-                try:
-                    sent.append((o, await producer.send(o.topic, o.key, o.value, None, None,
-                                                        o.headers)))
-                except Exception as exc:
-                    if _too_large(exc):
-                        self._unsendable(o, exc)
-                        continue
-                    # Not even queued: the same remedy as a failed ack.
-                    failure, unsent = exc, n
-                    break
-            remainder = outputs[unsent:] if failure is not None else []
-            results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-            outputs = []
-            for (o, _), r in zip(sent, results, strict=True):
-                if isinstance(r, BaseException) and _too_large(r):
-                    self._unsendable(o, r)
+            faust_producer: Any = self.app.producer  # transport._Producer
+            producer = faust_producer._ensure_producer()  # aiokafka's, under faust's
+            outputs = [o for o in outputs if not self._over_the_limit(o, producer)]
+            # Not even queued: the same remedy as a failed ack.
+            sent, refused = await sending.send(producer, outputs, alone)
+            failure: BaseException | None = refused
+            queued = {id(o) for s in sent for o in s.records}
+            remainder = [o for o in outputs if id(o) not in queued]
+            results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
+            outputs, alone = [], frozenset()
+            for s, r in zip(sent, results, strict=True):
+                if not isinstance(r, BaseException):
+                    continue
+                if _too_large(r) and len(s.records) == 1:
+                    self._unsendable(s.records[0], r)
+                    continue
+                outputs += s.records
+                if _too_large(r):  # which of them? each goes alone next time, at once
+                    alone |= {id(o) for o in s.records}
                 else:
-                    outputs.append(o)
-                    if isinstance(r, BaseException):
-                        failure = failure or r
+                    failure = failure or r
             outputs += remainder
-            if failure is None:
+            if not outputs:
                 return
+            if failure is None:
+                continue
             metrics.DELIVERY_RETRIES.inc()
             self.busy()  # retrying is not idling: the stall healer must not step in
             log.error("outputs not acknowledged (%s: %s); sending the batch's %d again in "
@@ -382,6 +381,13 @@ class Router:
                          "stopping, a restart routes the batch again", type(exc).__name__, exc)
             await self.app.crash(exc)
             raise
+
+    def _over_the_limit(self, out: Out, producer: Any) -> bool:
+        """Whether aiokafka would refuse `out` for its size (then it is dropped, logged)."""
+        error = sending.too_large(out, producer)
+        if error is not None:
+            self._unsendable(out, error)
+        return error is not None
 
     def _unsendable(self, out: Out, exc: BaseException) -> None:
         metrics.UNSENDABLE.labels(out.topic).inc()

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bench import workload
 from bench.kafka_io import TopicReader, produce_all
@@ -131,6 +134,47 @@ async def test_an_output_too_large_for_the_broker_is_dropped_and_routing_goes_on
         assert _sample(metrics, "flowline_router_unsendable_total") >= 1
     finally:
         await producer.stop()
+        await asyncio.to_thread(stack.stop)
+        await commands.stop()
+        await letters.stop()
+
+
+async def test_a_record_batch_the_broker_refuses_as_too_large_goes_again_one_by_one(
+        broker: Any, router: Settings) -> None:
+    # The router sends each partition's outputs as one record batch. A topic may take less in
+    # one batch than that (`max.message.bytes`): each of the refused batch's records then goes
+    # in a batch of its own, and all of them arrive, once each.
+    if broker.kind != "kafka":
+        pytest.skip("Tansu 0.6 does not limit a topic's record batches")
+    admin = AIOKafkaAdminClient(bootstrap_servers=router.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, router.commands_topic,
+            configs={"max.message.bytes": "3000"})])
+    finally:
+        await admin.close()
+    iids = [f"split-{i}" for i in range(40)]  # ~10 commands a partition, ~1 kB each
+    await produce_all(router.kafka_bootstrap, router.requests_topic,
+                      [workload.start_record(iid) for iid in iids])
+    commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
+    letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
+    stack = await asyncio.to_thread(start, router)  # the starts wait: one batch
+    try:
+        await async_wait_for(lambda: len(commands.distinct) >= len(iids), 60,
+                             what="a command per start")
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(
+                f"http://127.0.0.1:{router.router_web_port}/metrics")).text
+        assert _sample(metrics, "flowline_router_batch_size_sum") == len(iids)
+        # Few batches: some partition had several commands in one batch, over the limit.
+        assert _sample(metrics, "flowline_router_batch_size_count") <= 3
+        assert len(commands.seen) == len(iids)  # none sent twice
+        assert sorted(json.loads(c.value)["instance_id"] for c in commands.seen) == sorted(iids)
+        assert _sample(metrics, "flowline_router_unsendable_total") == 0
+        assert _sample(metrics, "flowline_router_delivery_retries_total") == 0
+        assert letters.count == 0
+    finally:
         await asyncio.to_thread(stack.stop)
         await commands.stop()
         await letters.stop()

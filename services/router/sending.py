@@ -1,0 +1,127 @@
+"""A batch's outputs handed to aiokafka as one record batch per partition, not one by one.
+
+`AIOKafkaProducer.send` costs a coroutine, a metadata check, a partitioner call, an accumulator
+append and a future per record, and faust's `Producer.send` wraps each in its own call; the
+futures are then resolved one by one when the broker answers, and gathered. The router sends
+hundreds of records per batch and waits for all of them anyway, so it builds each partition's
+records into one batch itself (`BatchBuilder`, aiokafka's public batch API) and waits for one
+future per partition.
+
+The builders take up to the producer's `max_request_size`, not its `max_batch_size` (faust's
+16 kB): a batch of 500 commands spread over 12 partitions is tens of kB per partition, which
+in 16 kB batches went out in several produce requests one after the other (aiokafka keeps one
+request in flight per broker, and puts one batch per partition in a request).
+
+Used only without transactions: a transaction's records go through faust's transactional
+producers (`Router._deliver_in_transactions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+
+class Record(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]]: ...
+
+
+@dataclass
+class Sent:
+    """Records queued as one record batch, and the future of the broker's answer."""
+
+    records: list[Any]
+    future: Any
+
+
+def too_large(record: Record, producer: AIOKafkaProducer) -> MessageSizeTooLargeError | None:
+    """The error aiokafka's `send` raises for a record over `max_request_size`, or None."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value,
+                                                            record.headers)
+    limit: int = producer._max_request_size  # type: ignore[attr-defined]
+    if size <= limit:
+        return None
+    return MessageSizeTooLargeError(
+        f"The message is {size} bytes when serialized which is larger than the maximum "
+        f"request size ({limit})")
+
+
+async def send(producer: AIOKafkaProducer, records: Sequence[Any],
+               alone: frozenset[int] = frozenset()) -> tuple[list[Sent], Exception | None]:
+    """Queue `records` (already size-checked), in order within each partition.
+
+    Returns what was queued and, if the producer refused to queue the rest, why. A record
+    whose `id` is in `alone` gets a record batch of its own: the caller's way to find which
+    record of a refused batch the broker refuses.
+    """
+    sent: list[Sent] = []
+    try:
+        await _send(producer, records, alone, sent)
+    except Exception as exc:
+        return sent, exc
+    return sent, None
+
+
+async def _send(producer: AIOKafkaProducer, records: Sequence[Any], alone: frozenset[int],
+                sent: list[Sent]) -> None:
+    partitioner = producer._partitioner  # type: ignore[attr-defined]
+    metadata = producer.client.cluster
+    partitions = {}
+    for topic in {r.topic for r in records}:
+        await producer.client._wait_on_metadata(topic)
+        partitions[topic] = (list(metadata.partitions_for_topic(topic)),
+                             list(metadata.available_partitions_for_topic(topic)))
+    by_partition: dict[tuple[str, int], list[Any]] = {}
+    for r in records:
+        partition = partitioner(r.key, *partitions[r.topic])
+        by_partition.setdefault((r.topic, partition), []).append(r)
+    for (topic, partition), group in by_partition.items():
+        for chunk, builder in chunks(group, alone, lambda: _builder(producer)):
+            future = await producer.send_batch(builder, topic, partition=partition)
+            sent.append(Sent(chunk, future))
+
+
+def chunks(records: list[Any], alone: frozenset[int], new: Callable[[], BatchBuilder],
+           ) -> Iterator[tuple[list[Any], BatchBuilder]]:
+    """One partition's records as closed record batches, in order; see `send` for `alone`."""
+    chunk: list[Any] = []
+    builder = new()
+    for r in records:
+        if chunk and id(r) in alone:
+            yield chunk, _closed(builder)
+            chunk, builder = [], new()
+        if builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers) is None:
+            yield chunk, _closed(builder)  # full (never when empty: a first record always fits)
+            chunk, builder = [], new()
+            builder.append(timestamp=None, key=r.key, value=r.value, headers=r.headers)
+        chunk.append(r)
+        if id(r) in alone:
+            yield chunk, _closed(builder)
+            chunk, builder = [], new()
+    if chunk:
+        yield chunk, _closed(builder)
+
+
+def _builder(producer: AIOKafkaProducer) -> BatchBuilder:
+    accumulator: Any = producer._message_accumulator  # type: ignore[attr-defined]
+    # The accumulator's compression is the attribute bits; the producer's is the codec name.
+    return BatchBuilder(producer._max_request_size,  # type: ignore[attr-defined]
+                        accumulator._compression_type)
+
+
+def _closed(builder: BatchBuilder) -> BatchBuilder:
+    builder.close()  # nothing `send` queues may join it
+    return builder

@@ -1,0 +1,65 @@
+"""How the router cuts one partition's outputs into record batches (`sending.chunks`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+
+from services.router.sending import chunks
+
+
+@dataclass
+class Rec:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def records(n: int, size: int = 100) -> list[Rec]:
+    return [Rec("t", f"k{i}".encode(), bytes([65 + i % 26]) * size, [("ce_id", str(i).encode())])
+            for i in range(n)]
+
+
+def builder(size: int = 16_384) -> BatchBuilder:
+    return BatchBuilder(size, 0)
+
+
+def contents(batch: BatchBuilder) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    read = MemoryRecords(bytes(batch._build())).next_batch()
+    assert read is not None
+    return [(r.key, r.value, list(r.headers)) for r in read]
+
+
+def test_records_that_fit_go_in_one_batch_in_order() -> None:
+    recs = records(20)
+    [(chunk, batch)] = list(chunks(recs, frozenset(), builder))
+    assert chunk == recs
+    assert contents(batch) == [(r.key, r.value, r.headers) for r in recs]
+    assert batch.closed()  # nothing `send` queues may join it
+
+
+def test_a_full_batch_starts_the_next_and_nothing_is_lost_or_reordered() -> None:
+    recs = records(25, size=300)
+    cut = list(chunks(recs, frozenset(), lambda: builder(2_000)))
+    assert len(cut) > 3
+    assert [r for chunk, _ in cut for r in chunk] == recs
+    for chunk, batch in cut:
+        assert contents(batch) == [(r.key, r.value, r.headers) for r in chunk]
+        assert batch.size() <= 2_000
+
+
+def test_a_record_larger_than_a_batch_still_gets_one_of_its_own() -> None:
+    recs = records(3, size=100)
+    big = Rec("t", b"big", b"x" * 5_000, [])
+    cut = list(chunks([recs[0], big, recs[1]], frozenset(), lambda: builder(2_000)))
+    assert [chunk for chunk, _ in cut] == [[recs[0]], [big], [recs[1]]]
+
+
+def test_records_named_alone_each_get_a_batch_of_their_own() -> None:
+    recs = records(6)
+    alone = frozenset({id(recs[2]), id(recs[3])})
+    cut = [chunk for chunk, _ in chunks(recs, alone, builder)]
+    assert cut == [recs[:2], [recs[2]], [recs[3]], recs[4:]]
