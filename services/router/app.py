@@ -331,7 +331,8 @@ class Router:
         while True:
             faust_producer: Any = self.app.producer  # transport._Producer
             producer = faust_producer._ensure_producer()  # aiokafka's, under faust's
-            outputs = [o for o in outputs if not self._over_the_limit(o, producer)]
+            limit = producer._max_request_size
+            outputs = [o for o in outputs if not self._over_the_limit(o, limit)]
             # Not even queued: the same remedy as a failed ack.
             sent, refused = await sending.send(producer, outputs, alone)
             failure: BaseException | None = refused
@@ -382,9 +383,9 @@ class Router:
             await self.app.crash(exc)
             raise
 
-    def _over_the_limit(self, out: Out, producer: Any) -> bool:
+    def _over_the_limit(self, out: Out, limit: int) -> bool:
         """Whether aiokafka would refuse `out` for its size (then it is dropped, logged)."""
-        error = sending.too_large(out, producer)
+        error = sending.too_large(out, limit)
         if error is not None:
             self._unsendable(out, error)
         return error is not None

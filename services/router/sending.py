@@ -27,6 +27,11 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+SMALL_HEADERS = 32
+# Over the record's key, value and headers, an upper bound of the rest aiokafka counts: the
+# batch header (61 bytes), the record's own overhead (21) and a varint (≤ 5) for each length.
+SLACK = 61 + 21 + 5 * 2 * (SMALL_HEADERS + 1)
+
 
 class Record(Protocol):
     @property
@@ -47,11 +52,16 @@ class Sent:
     future: Any
 
 
-def too_large(record: Record, producer: AIOKafkaProducer) -> MessageSizeTooLargeError | None:
-    """The error aiokafka's `send` raises for a record over `max_request_size`, or None."""
-    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value,
-                                                            record.headers)
-    limit: int = producer._max_request_size  # type: ignore[attr-defined]
+def too_large(record: Record, limit: int) -> MessageSizeTooLargeError | None:
+    """The error aiokafka's `send` raises for a record over `limit` (`max_request_size`)."""
+    headers = record.headers
+    if len(headers) <= SMALL_HEADERS:  # a cheap upper bound first: nearly every record fits
+        bound = len(record.key) + len(record.value) + SLACK
+        for k, v in headers:
+            bound += 4 * len(k) + len(v)  # a str's UTF-8 is at most 4 bytes a character
+        if bound <= limit:
+            return None
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, headers)
     if size <= limit:
         return None
     return MessageSizeTooLargeError(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from services.router.sending import chunks
+from services.router.sending import chunks, too_large
 
 
 @dataclass
@@ -63,3 +64,13 @@ def test_records_named_alone_each_get_a_batch_of_their_own() -> None:
     alone = frozenset({id(recs[2]), id(recs[3])})
     cut = [chunk for chunk, _ in chunks(recs, alone, builder)]
     assert cut == [recs[:2], [recs[2]], [recs[3]], recs[4:]]
+
+
+def test_too_large_agrees_with_aiokafkas_own_size_check_at_the_limit() -> None:
+    limit = 10_000
+    for n_headers in (0, 7, 32, 40):
+        headers = [(f"h{i}", b"v" * 30) for i in range(n_headers)]
+        for size in range(limit - 1_500, limit + 50, 7):
+            r = Rec("t", b"key", b"x" * size, headers)
+            exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(r.key, r.value, r.headers)
+            assert (too_large(r, limit) is not None) == (exact > limit), (n_headers, size)
