@@ -4,7 +4,8 @@ Records are routed in batches (`batches.py`). Order matters for "nothing lost": 
 a batch (commands, events, dead letters, requests to the router's own inputs) is sent and
 acknowledged by the broker *before* the batch's new states are written to the changelog-backed
 table, and the batch's input records are acknowledged to faust only after that; faust flushes
-the producer before it commits an input offset (`transport.py` owns which offset). Within a
+the producer before it commits an input offset (`transport.py` owns which offset), and that
+flush waits for the table writes the router sends itself (`Router._store`). Within a
 batch each record is decided in order against the state the records before it produced, so
 per-instance order holds. A crash at any point either replays records against the old state
 (deterministic: `now` is the event's own time, so the same commands with the same ids come out
@@ -25,11 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka.errors import (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
@@ -68,7 +64,6 @@ DEFINITION_WAIT = 2.0  # seconds to wait for a version an approval has just publ
 BATCH_MAX = 500  # records per batch: bounds the memory a batch holds and its ack wait
 RETRY_MAX_DELAY = 5.0  # seconds between attempts to deliver a batch the broker refused
 COMMIT_INTERVAL = 1.0  # seconds between offset commits (faust's `broker_commit_interval`)
-TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 # Per partition database (one per input partition this worker owns). faust's defaults
 # (64 MB × 3 memtables, a 2 GB block cache) are sized for one big table per machine.
 ROCKSDB: dict[str, Any] = {
@@ -96,6 +91,7 @@ class Out:
     value: bytes
     headers: list[tuple[str, bytes]]
     source: int = 0  # the input partition whose record made it: its transaction, if any
+    partition: int | None = None  # None: the key's partition (a changelog write names its own)
 
 
 @dataclass
@@ -146,14 +142,7 @@ class Router:
         for event in events:
             await self._route(event, batch)
         await self._deliver(batch.outputs)
-        for iid, (event, state) in batch.states.items():
-            with as_current(event):  # the changelog partition is the record's own
-                self.table[iid] = stored_value(state)
-            if iid in batch.new:
-                self.added(event.message.partition)
-        if self.app.in_transaction:  # into the transaction before the batch is acked
-            producer: Any = self.app.producer  # transport._Producer
-            await producer.publish_held()
+        await self._store(batch)
         done = time.perf_counter()
         for (kind, result), n in Counter((k, r) for k, r, _ in batch.results).items():
             metrics.EVENTS.labels(kind, result).inc(n)
@@ -163,6 +152,44 @@ class Router:
             if result != "duplicate":
                 metrics.LATENCY.observe(done - started)
         metrics.BATCH_SIZE.observe(len(events))
+
+    async def _store(self, batch: Batch) -> None:
+        """Write each changed state to the table: its store, and its changelog partition (the
+        input record's own). Returns once the writes are queued; faust's flush before each
+        commit waits for their acks (`transport._Producer.track_changelog`)."""
+        producer: Any = self.app.producer  # transport._Producer
+        if self.app.in_transaction or not isinstance(self.table, faust.Table):
+            for iid, (event, state) in batch.states.items():
+                with as_current(event):
+                    self.table[iid] = stored_value(state)
+            if self.app.in_transaction:  # into the transaction before the batch is acked
+                await producer.publish_held()
+        else:
+            await self._store_batched(batch, producer)
+        for iid, (event, _) in batch.states.items():
+            if iid in batch.new:
+                self.added(event.message.partition)
+
+    async def _store_batched(self, batch: Batch, producer: Any) -> None:
+        """The states' changelog writes as record batches (`sending.py`), each serialized once
+        for both the store and the changelog, as faust's table would write them."""
+        store, aiokafka_producer = self.table.data, producer._ensure_producer()
+        limit = aiokafka_producer._max_request_size
+        topic = self.table.changelog_topic.get_topic_name()
+        writes = []
+        for iid, (event, state) in batch.states.items():
+            with as_current(event):  # the store's partition is the record's own
+                value = stored_value(state)
+                out = Out(topic, store._encode_key(iid), store._encode_value(value), [],
+                          partition=event.message.partition)
+                if sending.too_large(out, limit):
+                    self.table[iid] = value  # faust's path, and its error, as before
+                    continue
+                store._set(out.key, out.value)
+            writes.append(out)
+        sent, _ = await sending.send(aiokafka_producer, writes)
+        queued = {id(o) for s in sent for o in s.records}
+        producer.track_changelog(sent, store, [o for o in writes if id(o) not in queued])
 
     async def _route(self, event: EventT, batch: Batch) -> None:
         started = time.perf_counter()
@@ -343,11 +370,11 @@ class Router:
             for s, r in zip(sent, results, strict=True):
                 if not isinstance(r, BaseException):
                     continue
-                if _too_large(r) and len(s.records) == 1:
+                if sending.refused_for_size(r) and len(s.records) == 1:
                     self._unsendable(s.records[0], r)
                     continue
                 outputs += s.records
-                if _too_large(r):  # which of them? each goes alone next time, at once
+                if sending.refused_for_size(r):  # which of them? each goes alone next time, at once
                     alone |= {id(o) for o in s.records}
                 else:
                     failure = failure or r
@@ -396,15 +423,6 @@ class Router:
         log.error("dropped an output the broker refuses as too large (%s): topic %s, key %r, "
                   "ce_id %s, %d bytes", type(exc).__name__, out.topic, out.key, ce_id,
                   len(out.value))
-
-
-def _too_large(exc: BaseException | None) -> bool:
-    """Whether the client or the broker refused a record for its size (faust wraps errors)."""
-    while exc is not None:
-        if isinstance(exc, TOO_LARGE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def stored_value(state: InstanceState) -> dict[str, Any]:

@@ -12,6 +12,10 @@ The builders take up to the producer's `max_request_size`, not its `max_batch_si
 in 16 kB batches went out in several produce requests one after the other (aiokafka keeps one
 request in flight per broker, and puts one batch per partition in a request).
 
+The router's table writes go the same way (`Router._store`): faust's own path for each one (a
+`FutureMessage`, its producer buffer's task, `Producer.send`, a callback) cost as much as the
+write itself, and serialized each state twice, once for RocksDB and once for the changelog.
+
 Used only without transactions: a transaction's records go through faust's transactional
 producers (`Router._deliver_in_transactions`).
 """
@@ -23,10 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
 SMALL_HEADERS = 32
 # Over the record's key, value and headers, an upper bound of the rest aiokafka counts: the
 # batch header (61 bytes), the record's own overhead (21) and a varint (≤ 5) for each length.
@@ -42,6 +51,8 @@ class Record(Protocol):
     def value(self) -> bytes: ...
     @property
     def headers(self) -> list[tuple[str, bytes]]: ...
+    @property
+    def partition(self) -> int | None: ...  # None: the producer's partitioner picks
 
 
 @dataclass
@@ -67,6 +78,15 @@ def too_large(record: Record, limit: int) -> MessageSizeTooLargeError | None:
     return MessageSizeTooLargeError(
         f"The message is {size} bytes when serialized which is larger than the maximum "
         f"request size ({limit})")
+
+
+def refused_for_size(exc: BaseException | None) -> bool:
+    """Whether the client or the broker refused a record for its size (faust wraps errors)."""
+    while exc is not None:
+        if isinstance(exc, TOO_LARGE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 async def send(producer: AIOKafkaProducer, records: Sequence[Any],
@@ -96,7 +116,8 @@ async def _send(producer: AIOKafkaProducer, records: Sequence[Any], alone: froze
                              list(metadata.available_partitions_for_topic(topic)))
     by_partition: dict[tuple[str, int], list[Any]] = {}
     for r in records:
-        partition = partitioner(r.key, *partitions[r.topic])
+        partition = r.partition if r.partition is not None \
+            else partitioner(r.key, *partitions[r.topic])
         by_partition.setdefault((r.topic, partition), []).append(r)
     for (topic, partition), group in by_partition.items():
         for chunk, builder in chunks(group, alone, lambda: _builder(producer)):

@@ -68,6 +68,12 @@
    ms (1.27 s in all) in one latency run at ~880/s. With four workers: 81 (0.81 s); at
    50/s, 65 (340 ms) against 18 (97 ms). The p50 at 1,000/s asked was lower in 4 of 5
    alternating pairs (session 10, bench/results/NOTES.md).
+
+10. A flush that covers the table writes the router sends itself. Without transactions the
+   router writes its table's changelog in record batches of its own (`Router._store`,
+   `sending.py`), not through faust's buffer; faust flushes the producer before a commit, at
+   a rebalance and at a stop, and `_Producer.flush` then also waits for those writes, sending
+   again any the broker refused, so no committed offset is ahead of its states.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -86,7 +93,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.threads import MethodQueue
 
 from services.common.settings import Settings
+from services.router import sending
 from services.router.offsets import commit_point
+from services.router.sending import Sent
 
 log = logging.getLogger(__name__)
 # Records delivered to the streams between two yields to the event loop (faust's own figure is
@@ -94,6 +103,7 @@ log = logging.getLogger(__name__)
 YIELD_EVERY = 500
 QUEUED_MAX = 1_000  # records waiting for the agent before delivery holds (2 × app.BATCH_MAX)
 BUFFER_MAX = 2_000  # table writes that may wait in faust's producer buffer (its default: 100)
+CHANGELOG_RETRY_MAX_DELAY = 5.0  # seconds between attempts to deliver refused table writes
 METHOD_WORKERS = 4  # calls the consumer thread runs at once (mode's default: 2)
 
 
@@ -476,6 +486,56 @@ class _Producer(faust_aiokafka.Producer):
         # faust makes the conductor stop delivering records (and warn) while more than 100
         # table writes wait; one routed batch alone writes up to `app.BATCH_MAX` states.
         self.buffer.max_messages = BUFFER_MAX
+        self._unsettled: list[Sent] = []  # the router's own table writes (`track_changelog`)
+        self._unsent: list[Any] = []
+        self._changelog_store: Any = None
+
+    def track_changelog(self, sent: list[Sent], store: Any, unsent: list[Any]) -> None:
+        """Table writes the router sent itself (`Router._store`): the next flush waits for them.
+
+        faust flushes its producer before it commits input offsets, at a rebalance and at a
+        stop, so no commit covers a batch whose states the broker has not taken; a write the
+        broker refused, or the producer did not even queue (`unsent`), is sent again there
+        until it is taken. Each acknowledged write moves the partition's persisted offset, as
+        faust's own callback would (`store.py`).
+        """
+        self._changelog_store = store
+        self._unsettled = [s for s in self._unsettled if not _acked(s.future)]
+        for s in sent:
+            s.future.add_done_callback(partial(_persisted, store, len(s.records)))
+        self._unsettled += sent
+        self._unsent += unsent
+
+    async def flush(self) -> None:
+        await super().flush()
+        await self._settle_changelog()
+
+    async def _settle_changelog(self) -> None:
+        """Wait for the table writes tracked so far (not for those tracked meanwhile)."""
+        pending, self._unsettled = self._unsettled, []
+        failed, self._unsent = self._unsent, []
+        delay = 0.1
+        alone: frozenset[int] = frozenset()  # writes of a batch refused for its size
+        while pending or failed:
+            results = await asyncio.gather(*(s.future for s in pending), return_exceptions=True)
+            for s, result in zip(pending, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed += s.records
+                    if sending.refused_for_size(result) and len(s.records) > 1:
+                        alone |= {id(r) for r in s.records}
+            pending = []
+            while failed:
+                log.error("%d table writes not acknowledged; sending them again in %.1fs",
+                          len(failed), delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, CHANGELOG_RETRY_MAX_DELAY)
+                sent, _ = await sending.send(self._ensure_producer(), failed, alone)
+                for s in sent:
+                    s.future.add_done_callback(
+                        partial(_persisted, self._changelog_store, len(s.records)))
+                pending += sent
+                queued = {id(r) for s in sent for r in s.records}
+                failed = [r for r in failed if id(r) not in queued]
 
     def send_soon(self, fut: Any) -> None:
         """With transactions, hold the table's changelog writes for `publish_held`.
@@ -504,6 +564,21 @@ class _Producer(faust_aiokafka.Producer):
                    for tp, offset in offsets.items()}
              for tid, offsets in tid_to_offset_map.items()},
             group_id, start_new_transaction=start_new_transaction)
+
+
+def _acked(future: Any) -> bool:
+    return bool(future.done() and not future.cancelled() and future.exception() is None)
+
+
+def _persisted(store: Any, count: int, future: Any) -> None:
+    """A table write's record batch was acknowledged: the store holds the log up to its end."""
+    if not _acked(future):
+        return
+    metadata = future.result()  # of the batch: its first record's offset
+    last = metadata.offset + count - 1
+    known = store.persisted_offset(metadata.topic_partition)
+    if known is None or last > known:
+        store.set_persisted_offset(metadata.topic_partition, last)
 
 
 class _TransactionManager(TransactionManager):
