@@ -501,10 +501,14 @@ class _Producer(faust_aiokafka.Producer):
         """
         self._changelog_store = store
         self._unsettled = [s for s in self._unsettled if not _acked(s.future)]
-        for s in sent:
-            s.future.add_done_callback(partial(_persisted, store, len(s.records)))
-        self._unsettled += sent
+        self._unsettled += self._watched(sent)
         self._unsent += unsent
+
+    def _watched(self, sent: list[Sent]) -> list[Sent]:
+        for s in sent:
+            s.future.add_done_callback(
+                partial(_persisted, self._changelog_store, len(s.records)))
+        return sent
 
     async def flush(self) -> None:
         await super().flush()
@@ -530,10 +534,7 @@ class _Producer(faust_aiokafka.Producer):
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, CHANGELOG_RETRY_MAX_DELAY)
                 sent, _ = await sending.send(self._ensure_producer(), failed, alone)
-                for s in sent:
-                    s.future.add_done_callback(
-                        partial(_persisted, self._changelog_store, len(s.records)))
-                pending += sent
+                pending += self._watched(sent)
                 queued = {id(r) for s in sent for r in s.records}
                 failed = [r for r in failed if id(r) not in queued]
 

@@ -35,6 +35,17 @@ def start(settings: Settings) -> Stack:
     return Stack(settings).start(("router",), timeout=90)
 
 
+async def limit_batches(settings: Settings, topic: str, max_bytes: int) -> None:
+    """Make Apache Kafka refuse a record batch for `topic` over `max_bytes`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(max_bytes)})])
+    finally:
+        await admin.close()
+
+
 async def test_a_backlog_for_one_instance_is_decided_in_order(router: Settings) -> None:
     # The instance is started, the router stopped, and every completion of its path queued
     # before it starts again: they arrive in one batch, and each must see the state the one
@@ -146,14 +157,7 @@ async def test_a_record_batch_the_broker_refuses_as_too_large_goes_again_one_by_
     # in a batch of its own, and all of them arrive, once each.
     if broker.kind != "kafka":
         pytest.skip("Tansu 0.6 does not limit a topic's record batches")
-    admin = AIOKafkaAdminClient(bootstrap_servers=router.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(
-            ConfigResourceType.TOPIC, router.commands_topic,
-            configs={"max.message.bytes": "3000"})])
-    finally:
-        await admin.close()
+    await limit_batches(router, router.commands_topic, 3000)
     iids = [f"split-{i}" for i in range(40)]  # ~10 commands a partition, ~1 kB each
     await produce_all(router.kafka_bootstrap, router.requests_topic,
                       [workload.start_record(iid) for iid in iids])
@@ -196,14 +200,7 @@ async def test_table_writes_the_broker_refuses_as_too_large_go_again_and_survive
                           [workload.start_record("first")])
         await async_wait_for(lambda: len(commands.distinct) >= 1, 60, what="the first command")
         await asyncio.to_thread(stack.stop)
-        admin = AIOKafkaAdminClient(bootstrap_servers=router.kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.alter_configs([ConfigResource(
-                ConfigResourceType.TOPIC, f"{router.router_app_id}-instances-changelog",
-                configs={"max.message.bytes": "2500"})])
-        finally:
-            await admin.close()
+        await limit_batches(router, f"{router.router_app_id}-instances-changelog", 2500)
         iids = [f"state-{i}" for i in range(40)]  # ~10 states a partition, ~0.7 kB each
         await produce_all(router.kafka_bootstrap, router.requests_topic,
                           [workload.start_record(iid) for iid in iids])
