@@ -489,6 +489,7 @@ class _Producer(faust_aiokafka.Producer):
         self._unsettled: list[Sent] = []  # the router's own table writes (`track_changelog`)
         self._unsent: list[Any] = []
         self._changelog_store: Any = None
+        self._settling = asyncio.Lock()
 
     def track_changelog(self, sent: list[Sent], store: Any, unsent: list[Any]) -> None:
         """Table writes the router sent itself (`Router._store`): the next flush waits for them.
@@ -512,7 +513,10 @@ class _Producer(faust_aiokafka.Producer):
 
     async def flush(self) -> None:
         await super().flush()
-        await self._settle_changelog()
+        # One at a time: a flush that began while another waits (a commit's and a
+        # rebalance's) must not return before the writes the first one took are taken.
+        async with self._settling:
+            await self._settle_changelog()
 
     async def _settle_changelog(self) -> None:
         """Wait for the table writes tracked so far (not for those tracked meanwhile)."""
