@@ -187,9 +187,8 @@ class Router:
                     continue
                 store._set(out.key, out.value)
             writes.append(out)
-        sent, _ = await sending.send(aiokafka_producer, writes)
-        queued = {id(o) for s in sent for o in s.records}
-        producer.track_changelog(sent, store, [o for o in writes if id(o) not in queued])
+        sent, unsent, _ = await sending.send(aiokafka_producer, writes)
+        producer.track_changelog(sent, store, unsent)
 
     async def _route(self, event: EventT, batch: Batch) -> None:
         started = time.perf_counter()
@@ -361,24 +360,12 @@ class Router:
             limit = producer._max_request_size
             outputs = [o for o in outputs if not self._over_the_limit(o, limit)]
             # Not even queued: the same remedy as a failed ack.
-            sent, refused = await sending.send(producer, outputs, alone)
-            failure: BaseException | None = refused
-            queued = {id(o) for s in sent for o in s.records}
-            remainder = [o for o in outputs if id(o) not in queued]
-            results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
-            outputs, alone = [], frozenset()
-            for s, r in zip(sent, results, strict=True):
-                if not isinstance(r, BaseException):
-                    continue
-                if sending.refused_for_size(r) and len(s.records) == 1:
-                    self._unsendable(s.records[0], r)
-                    continue
-                outputs += s.records
-                if sending.refused_for_size(r):  # which of them? each goes alone next time, at once
-                    alone |= {id(o) for o in s.records}
-                else:
-                    failure = failure or r
-            outputs += remainder
+            sent, unsent, refused = await sending.send(producer, outputs, alone)
+            answers = await sending.acknowledged(sent)
+            for o, exc in answers.too_large:
+                self._unsendable(o, exc)
+            outputs, alone = answers.again + unsent, answers.alone  # refused: each alone, now
+            failure = refused or answers.failure
             if not outputs:
                 return
             if failure is None:

@@ -22,6 +22,7 @@ producers (`Router._deliver_in_transactions`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,19 +91,51 @@ def refused_for_size(exc: BaseException | None) -> bool:
 
 
 async def send(producer: AIOKafkaProducer, records: Sequence[Any],
-               alone: frozenset[int] = frozenset()) -> tuple[list[Sent], Exception | None]:
+               alone: frozenset[int] = frozenset(),
+               ) -> tuple[list[Sent], list[Any], Exception | None]:
     """Queue `records` (already size-checked), in order within each partition.
 
-    Returns what was queued and, if the producer refused to queue the rest, why. A record
-    whose `id` is in `alone` gets a record batch of its own: the caller's way to find which
-    record of a refused batch the broker refuses.
+    Returns what was queued, the records the producer did not queue (in order) and why. A
+    record whose `id` is in `alone` gets a record batch of its own: the caller's way to find
+    which record of a refused batch the broker refuses.
     """
     sent: list[Sent] = []
     try:
         await _send(producer, records, alone, sent)
     except Exception as exc:
-        return sent, exc
-    return sent, None
+        queued = {id(r) for s in sent for r in s.records}
+        return sent, [r for r in records if id(r) not in queued], exc
+    return sent, [], None
+
+
+@dataclass
+class Answers:
+    """The broker's answers to record batches sent (`acknowledged`)."""
+
+    again: list[Any]  # records of batches not acknowledged, to send again
+    alone: frozenset[int]  # of those, the ones a batch refused for its size held
+    too_large: list[tuple[Any, BaseException]]  # single records refused for their size
+    failure: BaseException | None  # the first other error
+
+
+async def acknowledged(sent: list[Sent]) -> Answers:
+    """Wait for every batch's answer and sort them out: which records to send again, which
+    of them alone (to find the record a refused batch was refused for), which were refused
+    for their size in a batch of their own."""
+    answers = Answers([], frozenset(), [], None)
+    results = await asyncio.gather(*(s.future for s in sent), return_exceptions=True)
+    for s, result in zip(sent, results, strict=True):
+        if not isinstance(result, BaseException):
+            continue
+        if not refused_for_size(result):
+            answers.again += s.records
+            answers.failure = answers.failure or result
+        elif len(s.records) == 1:
+            answers.too_large.append((s.records[0], result))
+        else:
+            answers.again += s.records
+            answers.alone |= {id(r) for r in s.records}
+    return answers
 
 
 async def _send(producer: AIOKafkaProducer, records: Sequence[Any], alone: frozenset[int],

@@ -525,22 +525,18 @@ class _Producer(faust_aiokafka.Producer):
         delay = 0.1
         alone: frozenset[int] = frozenset()  # writes of a batch refused for its size
         while pending or failed:
-            results = await asyncio.gather(*(s.future for s in pending), return_exceptions=True)
-            for s, result in zip(pending, results, strict=True):
-                if isinstance(result, BaseException):
-                    failed += s.records
-                    if sending.refused_for_size(result) and len(s.records) > 1:
-                        alone |= {id(r) for r in s.records}
+            answers = await sending.acknowledged(pending)
+            # A state is never dropped: one refused for its size alone is sent again too.
+            failed += answers.again + [r for r, _ in answers.too_large]
+            alone |= answers.alone
             pending = []
             while failed:
                 log.error("%d table writes not acknowledged; sending them again in %.1fs",
                           len(failed), delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, CHANGELOG_RETRY_MAX_DELAY)
-                sent, _ = await sending.send(self._ensure_producer(), failed, alone)
+                sent, failed, _ = await sending.send(self._ensure_producer(), failed, alone)
                 pending += self._watched(sent)
-                queued = {id(r) for s in sent for r in s.records}
-                failed = [r for r in failed if id(r) not in queued]
 
     def send_soon(self, fut: Any) -> None:
         """With transactions, hold the table's changelog writes for `publish_held`.

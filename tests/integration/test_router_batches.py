@@ -156,7 +156,7 @@ async def test_a_record_batch_the_broker_refuses_as_too_large_goes_again_one_by_
     # one batch than that (`max.message.bytes`): each of the refused batch's records then goes
     # in a batch of its own, and all of them arrive, once each.
     if broker.kind != "kafka":
-        pytest.skip("Tansu 0.6 does not limit a topic's record batches")
+        pytest.skip("Tansu 0.6 has no AlterConfigs: a topic's batch limit cannot be set")
     await limit_batches(router, router.commands_topic, 3000)
     iids = [f"split-{i}" for i in range(40)]  # ~10 commands a partition, ~1 kB each
     await produce_all(router.kafka_bootstrap, router.requests_topic,
@@ -191,7 +191,7 @@ async def test_table_writes_the_broker_refuses_as_too_large_go_again_and_survive
     # again, one a batch, before the inputs' offsets are committed, and a restarted router
     # (which rebuilds its table from the changelog alone) finds every state.
     if broker.kind != "kafka":
-        pytest.skip("Tansu 0.6 does not limit a topic's record batches")
+        pytest.skip("Tansu 0.6 has no AlterConfigs: a topic's batch limit cannot be set")
     commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
     letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
     stack = await asyncio.to_thread(start, router)  # declares the changelog topic

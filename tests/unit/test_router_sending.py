@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from services.router.sending import chunks, too_large
+from services.router.sending import Sent, acknowledged, chunks, too_large
 
 
 @dataclass
@@ -17,6 +19,7 @@ class Rec:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
 
 
 def records(n: int, size: int = 100) -> list[Rec]:
@@ -74,3 +77,24 @@ def test_too_large_agrees_with_aiokafkas_own_size_check_at_the_limit() -> None:
             r = Rec("t", b"key", b"x" * size, headers)
             exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(r.key, r.value, r.headers)
             assert (too_large(r, limit) is not None) == (exact > limit), (n_headers, size)
+
+
+async def test_acknowledged_sorts_the_brokers_answers() -> None:
+    loop = asyncio.get_running_loop()
+    recs = records(6)
+    answers: list[object] = ["acknowledged", KafkaTimeoutError("no ack"),
+               RecordListTooLargeError("too big a batch"), MessageSizeTooLargeError("too big")]
+    batches = [[recs[0]], [recs[1], recs[2]], [recs[3], recs[4]], [recs[5]]]
+    sent = []
+    for batch, answer in zip(batches, answers, strict=True):
+        future = loop.create_future()
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+        sent.append(Sent(batch, future))
+    got = await acknowledged(sent)
+    assert got.again == [recs[1], recs[2], recs[3], recs[4]]  # in the order they were sent
+    assert got.alone == frozenset({id(recs[3]), id(recs[4])})  # a batch refused for its size
+    assert [(r, type(e)) for r, e in got.too_large] == [(recs[5], MessageSizeTooLargeError)]
+    assert isinstance(got.failure, KafkaTimeoutError)
