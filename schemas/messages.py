@@ -19,6 +19,10 @@ class _Msg(BaseModel):
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
+    def dump_json(self) -> bytes:
+        """`dump()` written as compact UTF-8 JSON, by pydantic's serializer in one step."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
 
 class Priority(StrEnum):
     URGENT = "urgent"
@@ -99,6 +103,10 @@ class ControlInstance(_Msg):
         if not self.drop_held:
             data.pop("drop_held", None)
         return data
+
+    def dump_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(
+            self, exclude_none=True, exclude=None if self.drop_held else {"drop_held"})
 
 
 # --- flowline.step-completions --------------------------------------------------------------

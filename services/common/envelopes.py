@@ -82,11 +82,33 @@ def encode(
     """Build a binary-mode record: (headers, value), exactly as the SDK's `to_binary` would."""
     event_id = event_id or new_id()
     when = time or utcnow()
-    if (type(data) is not dict or not ce_type or type(ce_type) is not str
-            or type(event_id) is not str or when.tzinfo is None
-            or (subject and type(subject) is not str)):
+    if type(data) is not dict or not _fast(ce_type, event_id, subject, when):
         # The SDK rejects these (or, for non-dict data, encodes them its own way).
         return _encode_sdk(ce_type, data, service, event_id, subject, when)
+    return _headers(ce_type, service, event_id, subject, when), jsonio.dumps(data, _data_default)
+
+
+def encode_json(ce_type: str, value: bytes, *, service: str, event_id: str,
+                subject: str | None = None, time: datetime | None = None,
+                ) -> tuple[list[tuple[str, bytes]], bytes]:
+    """`encode` for data already written as a JSON object (a message's `dump_json()`): the
+    same record, without building the data as a dict first."""
+    when = time or utcnow()
+    if not _fast(ce_type, event_id, subject, when):
+        return encode(ce_type, jsonio.loads(value), service=service, event_id=event_id,
+                      subject=subject, time=when)
+    return _headers(ce_type, service, event_id, subject, when), value
+
+
+def _fast(ce_type: Any, event_id: Any, subject: Any, when: datetime) -> bool:
+    """Whether the hand-written path writes these attributes (else the SDK does, or says why
+    it cannot)."""
+    return bool(ce_type and type(ce_type) is str and type(event_id) is str
+                and when.tzinfo is not None and (not subject or type(subject) is str))
+
+
+def _headers(ce_type: str, service: str, event_id: str, subject: str | None,
+             when: datetime) -> list[tuple[str, bytes]]:
     # Attribute order is the SDK's: id, source, type, time, datacontenttype, subject, then
     # the specversion it adds itself.
     headers = [("ce_id", event_id.encode()), ("ce_source", f"{SOURCE}/{service}".encode()),
@@ -95,7 +117,7 @@ def encode(
     if subject:
         headers.append(("ce_subject", subject.encode()))
     headers.append(("ce_specversion", _SPEC_VERSION))
-    return headers, jsonio.dumps(data, _data_default)
+    return headers
 
 
 def _encode_sdk(ce_type: str, data: Any, service: str, event_id: str, subject: str | None,

@@ -46,7 +46,7 @@ from schemas.topics import (
     STEP_COMPLETIONS,
     instance_event_type,
 )
-from services.common.envelopes import Decoded, MalformedRecord, decode, encode
+from services.common.envelopes import Decoded, MalformedRecord, decode, encode, encode_json
 from services.common.kafka import dead_letter_record
 from services.common.metrics import render
 from services.common.settings import Settings
@@ -291,15 +291,16 @@ class Router:
         s = self.settings
         out = []
         for command in decision.commands:
-            headers, value = encode(COMMAND_V1, command.dump(), service=SERVICE,
-                                    event_id=command.command_id, subject=command.instance_id,
-                                    time=_parse(command.entered_at))
+            headers, value = encode_json(COMMAND_V1, command.dump_json(), service=SERVICE,
+                                         event_id=command.command_id,
+                                         subject=command.instance_id,
+                                         time=_parse(command.entered_at))
             out.append(Out(s.commands_topic, command.instance_id.encode(), value, headers,
                            msg.partition))
         for n, ev in enumerate(decision.events):
-            headers, value = encode(instance_event_type(ev.kind.value), ev.dump(),
-                                    service=SERVICE, event_id=f"{ev.source_event_id}/{n}",
-                                    subject=ev.instance_id, time=_parse(ev.at))
+            headers, value = encode_json(instance_event_type(ev.kind.value), ev.dump_json(),
+                                         service=SERVICE, event_id=f"{ev.source_event_id}/{n}",
+                                         subject=ev.instance_id, time=_parse(ev.at))
             out.append(Out(s.instance_events_topic, ev.instance_id.encode(), value, headers,
                            msg.partition))
         # Messages to the router's own inputs: a subprocess step starts its child (id
@@ -326,8 +327,8 @@ class Router:
             topic, ce_type = s.requests_topic, CANCEL_V1
         else:
             raise TypeError(f"the router cannot send a {type(request).__name__} to itself")
-        headers, value = encode(ce_type, request.dump(), service=SERVICE,
-                                event_id=event_id, subject=iid, time=at)
+        headers, value = encode_json(ce_type, request.dump_json(), service=SERVICE,
+                                     event_id=event_id, subject=iid, time=at)
         return Out(topic, iid.encode(), value, headers, source)
 
     def _dead_letter(self, msg: Any, reason: RejectReason, detail: str) -> Out:

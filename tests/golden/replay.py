@@ -18,6 +18,7 @@ rejection, or the dead letter the decode path raised.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,8 +46,10 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
                     encoding="utf-8")
 
 
-async def replay(history: Path) -> list[dict[str, Any]]:
-    """The outcome of every instance record of `history`, in order."""
+async def replay(history: Path,
+                 seen: Callable[[Any], None] = lambda _message: None) -> list[dict[str, Any]]:
+    """The outcome of every instance record of `history`, in order; `seen` is shown every
+    message a decision sends (command, instance event, request to the router itself)."""
     settings = Settings()
     topics = {"definitions": settings.definitions_topic,
               "instance-requests": settings.requests_topic,
@@ -74,6 +77,8 @@ async def replay(history: Path) -> list[dict[str, Any]]:
             continue
         if decision.state is not None:
             table[decision.state.instance_id] = decision.state.to_dict()
+        for message in (*decision.commands, *decision.events, *decision.requests):
+            seen(message)
         out.append({
             "id": record["id"],
             "duplicate": decision.duplicate,

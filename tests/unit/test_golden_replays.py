@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,14 @@ async def test_the_requests_the_router_sent_appear_in_the_history(history: Path)
     sent = [(q["instance_id"], q) for r in read_jsonl(history / EXPECTED)
             for q in r.get("requests", [])]
     assert recorded == sent
+
+
+@pytest.mark.parametrize("history", HISTORIES, ids=lambda h: h.name)
+async def test_every_message_routed_is_written_as_its_dump(history: Path):
+    """The router writes its messages with `dump_json()` (pydantic's serializer, in one step);
+    what the committed outputs hold, and integrators read, is `dump()`."""
+    messages: list[Any] = []
+    await replay(history, seen=messages.append)
+    assert {type(m).__name__ for m in messages} >= {"StepCommand", "InstanceEvent"}
+    for message in messages:
+        assert json.loads(message.dump_json()) == message.dump(), type(message).__name__
