@@ -74,6 +74,17 @@
    `sending.py`), not through faust's buffer; faust flushes the producer before a commit, at
    a rebalance and at a stop, and `_Producer.flush` then also waits for those writes, sending
    again any the broker refused, so no committed offset is ahead of its states.
+
+11. The consumer on the worker's own event loop, not a thread of its own. faust runs
+   aiokafka's consumer in a thread with a second event loop and hands each fetch's records
+   over through mode's method queue; the router's loop, busy routing, took them 3-4 ms after
+   the thread had them (session 11's trace), and the thread's loop competed with it for the
+   GIL. Here `_ConsumerThread` is a service on the worker's loop: the same calls, through the
+   same method queue, without the thread. At 1,000/s asked the p50 was lower than with the
+   thread in all six alternating pairs (one or two workers: e.g. 59 / 113 / 40 ms against
+   73 / 558 / 121), and throughput did not move (session 16, bench/results/NOTES.md).
+   aiokafka's heartbeats then share the loop with routing, whose longest step (a batch of
+   `app.BATCH_MAX`) is a fraction of a second against the 6 s session timeout.
 """
 
 from __future__ import annotations
@@ -118,7 +129,31 @@ def static_member_id() -> str | None:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, run as a service on the worker's own loop (point 11)."""
+
     _probe: AIOKafkaConsumer | None = None
+    _serving: asyncio.Future[None] | None = None
+
+    def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop | None = None,
+                 **kwargs: Any) -> None:
+        loop = loop or asyncio.get_event_loop()
+        super().__init__(*args, loop=loop, thread_loop=loop, **kwargs)
+
+    async def start(self) -> None:
+        """mode's `ServiceThread.start`, with the service's body (`_serve`) a task of this
+        loop instead of a thread's."""
+        assert not self._thread_started.is_set()
+        self._thread_started.set()
+        self._thread_running = asyncio.Future()
+        self._serving = asyncio.ensure_future(self._serve())
+        try:
+            await self._thread_running  # set once the consumer has started, or failed
+        finally:
+            self._thread_running = None
+
+    async def _gather_remaining_tasks(self) -> None:
+        """mode cancels every task of the thread's loop as the thread ends; this loop is the
+        worker's, and its tasks are not the consumer's to cancel."""
 
     @property
     def method_queue(self) -> MethodQueue:
