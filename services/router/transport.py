@@ -80,9 +80,10 @@
    over through mode's method queue; the router's loop, busy routing, took them 3-4 ms after
    the thread had them (session 11's trace), and the thread's loop competed with it for the
    GIL. Here `_ConsumerThread` is a service on the worker's loop: the same calls, through the
-   same method queue, without the thread. At 1,000/s asked the p50 was lower than with the
-   thread in all six alternating pairs (one or two workers: e.g. 59 / 113 / 40 ms against
-   73 / 558 / 121), and throughput did not move (session 16, bench/results/NOTES.md).
+   same method queue, without the thread (so points 7 and 9 still hold, on this loop). At
+   1,000/s asked, in alternating pairs against the thread (session 16, bench/results/
+   NOTES.md): with one worker the p50 was lower in 5 of 5 (e.g. 59 / 113 ms against 73 /
+   558), with two in 1 of 3; the p99 was lower in 7 of 8. Throughput did not move.
    aiokafka's heartbeats then share the loop with routing, whose longest step (a batch of
    `app.BATCH_MAX`) is a fraction of a second against the 6 s session timeout.
 """
