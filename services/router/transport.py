@@ -133,7 +133,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread, run as a service on the worker's own loop (point 11)."""
 
     _probe: AIOKafkaConsumer | None = None
-    _serving: asyncio.Future[None] | None = None
+    _serving: asyncio.Future[None] | None = None  # held: a loop keeps only weak task refs
 
     def __init__(self, *args: Any, loop: asyncio.AbstractEventLoop | None = None,
                  **kwargs: Any) -> None:
