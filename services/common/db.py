@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -13,8 +17,11 @@ from sqlalchemy.orm import Session
 
 from services.common import jsonio
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 SQLITE_BUSY_SECONDS = 30  # a writer waits this long for another's write lock
+CHECKPOINT_EVERY_S = 1.0  # `Checkpointer`: at most one WAL checkpoint a second while writing
 
 
 # JSON columns through orjson (a tenth of `json`'s time: `jsonio`); what is stored is read
@@ -33,13 +40,73 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, **JSON_IO)
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, *, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if not autocheckpoint:  # a `Checkpointer` does it
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
+
+
+class Checkpointer:
+    """Checkpoints a SQLite database's WAL from a thread and connection of its own.
+
+    By default SQLite checkpoints in the commit that takes the WAL past 1,000 pages: that
+    commit copies ~4 MB into the database file and syncs it. In the tasks service that is the
+    fold's thread, so the batch committing then, and every record queued behind it, waited:
+    folding batches of 4 completions, one transaction in 34 took over 15 ms (p99 18-21 ms;
+    with this, one in 1,000 and p99 8-11 ms: bench/results/NOTES.md, session 17). The
+    writer's connections now never checkpoint (`wal_autocheckpoint=0`); after a commit, `due()`
+    starts a PASSIVE checkpoint here when none ran for `every` seconds. PASSIVE waits for no
+    reader or writer: what a reader still needs stays in the WAL for the next one.
+    """
+
+    def __init__(self, path: str, every: float = CHECKPOINT_EVERY_S) -> None:
+        self.path, self.every = path, every
+        self.runs = 0
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+        self._connection: sqlite3.Connection | None = None  # made and used in `_thread` only
+        self._lock = threading.Lock()
+        self._running = False
+        self._started = float("-inf")  # monotonic time the last checkpoint was started
+
+    def due(self) -> None:
+        """A transaction committed: start a checkpoint if one is due and none is under way."""
+        with self._lock:
+            now = time.monotonic()
+            if self._running or now - self._started < self.every:
+                return
+            self._running, self._started = True, now
+        self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_SECONDS)
+            busy, frames, copied = self._connection.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.last, self.runs = (busy, frames, copied), self.runs + 1
+        except sqlite3.Error:  # the next one tries again; the WAL just grows meanwhile
+            log.exception("WAL checkpoint of %s failed", self.path)
+        finally:
+            with self._lock:
+                self._running = False
+
+    def close(self) -> None:
+        """Wait for a checkpoint under way and close the connection (the last connection to
+        close checkpoints what is left)."""
+
+        def close_connection() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        self._thread.submit(close_connection).result()
+        self._thread.shutdown()
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
@@ -56,23 +123,27 @@ class Transactions:
     SQLite file the function runs in a thread of its own, over a sync engine on the same file:
     one hand-off per transaction, and a wait for the write lock blocks that thread, never the
     event loop. Elsewhere (asyncpg has no thread to hand off to) it runs in
-    `AsyncSession.run_sync`, which costs what `await session.execute` costs.
+    `AsyncSession.run_sync`, which costs what `await session.execute` costs. On SQLite its
+    commits leave checkpointing the WAL to a `Checkpointer` (every `checkpoint_every` s).
 
     A caller cancelled while its function runs in the thread does not stop it: the
     transaction then commits or rolls back by itself, as it would have.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, checkpoint_every: float = CHECKPOINT_EVERY_S,
+                 ) -> None:
         self._sessions = make_sessionmaker(engine)
         self._engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self.checkpointer: Checkpointer | None = None
         url = engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             self._engine = create_engine(url.set(drivername="sqlite"),
                                          connect_args={"timeout": SQLITE_BUSY_SECONDS},
                                          **JSON_IO)
-            _sqlite_pragmas(self._engine)
+            _sqlite_pragmas(self._engine, autocheckpoint=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-transactions")
+            self.checkpointer = Checkpointer(url.database, checkpoint_every)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """`work(session)` in one transaction: committed when it returns, rolled back if it
@@ -85,7 +156,10 @@ class Transactions:
 
     def _in_thread(self, work: Callable[[Session], Any]) -> Any:
         with Session(self._engine, expire_on_commit=False) as session, session.begin():
-            return work(session)
+            result = work(session)
+        if self.checkpointer is not None:
+            self.checkpointer.due()
+        return result
 
     async def close(self) -> None:
         """Wait for a transaction under way, then close the thread's connections."""
@@ -94,3 +168,6 @@ class Transactions:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
             await asyncio.to_thread(self._thread.shutdown)
             self._thread = None
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.close)
+            self.checkpointer = None

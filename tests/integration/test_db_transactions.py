@@ -6,6 +6,7 @@ import asyncio
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -90,4 +91,59 @@ async def test_on_sqlite_a_wait_for_the_write_lock_leaves_the_event_loop_free(
     finally:
         await transactions.close()
     assert await outbox_ids(engine) == ["waited"]
+    await engine.dispose()
+
+
+async def test_on_sqlite_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None:
+    """The transactions' connection never checkpoints in a commit (a commit that did waited
+    for ~4 MB to be copied and synced); the checkpointer's thread copies the WAL instead."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    transactions = Transactions(engine, checkpoint_every=0)
+    checkpointer = transactions.checkpointer
+    assert checkpointer is not None
+    try:
+        def autocheckpoint(session: Session) -> Any:
+            return session.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+
+        assert await transactions.run(autocheckpoint) == 0
+        for n in range(40):  # ~8 MB of WAL: past SQLite's own 1,000-page checkpoint twice
+            await transactions.run(lambda session, n=n: session.add_all(
+                MessageOutbox(event_id=f"m{n}-{i}", topic="t", ce_type="c", key="k",
+                              payload={"blob": "x" * 4000}, created_at=AT)
+                for i in range(50)))
+
+        def all_copied() -> bool:
+            return (checkpointer.last is not None and checkpointer.last[0] == 0
+                    and checkpointer.last[1] == checkpointer.last[2] > 0)
+
+        async def settled() -> bool:  # a checkpoint after the last commit copied it all
+            await transactions.run(lambda session: session.execute(text("SELECT 1")))
+            return all_copied()
+
+        await async_wait_for(settled, within=10, what="a checkpoint of the whole WAL")
+        assert checkpointer.runs >= 2
+    finally:
+        await transactions.close()
+    assert len(await outbox_ids(engine)) == 40 * 50
+    await engine.dispose()
+
+
+async def test_the_checkpointer_runs_at_most_once_per_interval(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    engine = make_engine(url)
+    transactions = Transactions(engine, checkpoint_every=3600)
+    checkpointer = transactions.checkpointer
+    assert checkpointer is not None
+    try:
+        for n in range(5):
+            await transactions.run(lambda session, n=n: session.add(message(f"m{n}")))
+        await async_wait_for(lambda: checkpointer.runs == 1, within=10,
+                             what="the first commit's checkpoint")
+        await transactions.run(lambda session: session.add(message("later")))
+    finally:
+        await transactions.close()
+    assert checkpointer.runs == 1  # the first commit's; the others came within the hour
     await engine.dispose()
