@@ -177,10 +177,13 @@ class Timer(Base):
     """A timer step's wake-up, persisted so it fires after a restart too."""
 
     __tablename__ = "timers"
-    __table_args__ = (Index("ix_timers_due", "status", "wake_at"),)
+    __table_args__ = (
+        Index("ix_timers_due", "status", "wake_at"),
+        Index("ix_timers_instance_status", "instance_id", "status"),  # the fold's reads
+    )
 
     timer_id: Mapped[str] = mapped_column(String(400), primary_key=True)  # the command id
-    instance_id: Mapped[str] = mapped_column(String(200), index=True)
+    instance_id: Mapped[str] = mapped_column(String(200))
     step: Mapped[str] = mapped_column(String(200))
     visit: Mapped[int] = mapped_column(Integer)
     wake_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -205,10 +208,11 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_ready", "status", "kind", "available_at"),
         Index("ix_jobs_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_instance_status", "instance_id", "status"),  # the fold's reads
     )
 
     job_id: Mapped[str] = mapped_column(String(400), primary_key=True)  # the command id
-    instance_id: Mapped[str] = mapped_column(String(200), index=True)
+    instance_id: Mapped[str] = mapped_column(String(200))
     tenant: Mapped[str] = mapped_column(String(100))
     step: Mapped[str] = mapped_column(String(200))
     visit: Mapped[int] = mapped_column(Integer)

@@ -10,13 +10,16 @@ where record-at-a-time folding did.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -29,9 +32,11 @@ from schemas.messages import (
     ProcessRef,
     StepCommand,
 )
+from services.common import migrate
 from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
 from services.tasks import inbox, journey
+from services.tasks import rows as batch_rows
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
 from services.tasks.rows import one_flush, written
 from tests.unit.flows import World
@@ -326,3 +331,27 @@ async def test_without_step_types_the_first_visit_is_the_start_marker_and_later_
     assert visits["start"].exited_at is not None  # the marker
     assert visits["receive"].exited_at is None
     assert row is not None and row.active_steps == ["receive"]
+
+
+# The reads a batch makes (`services.tasks.rows`), and the column each must find its rows by.
+BATCH_READS = {
+    "_INSTANCES": "instance_id", "_ACTIVE_TASKS": "instance_id", "_ENDED_TASKS": "instance_id",
+    "_OPEN_VISITS": "instance_id", "_CLOSED_VISITS": "instance_id", "_VISITED": "instance_id",
+    "_PENDING_TIMERS": "instance_id", "_LIVE_JOBS": "instance_id", "_TASK_EVENTS": "task_id",
+}
+
+
+@pytest.mark.parametrize("read", sorted(BATCH_READS))
+async def test_on_sqlite_each_read_of_a_batch_searches_by_its_instances_not_by_status(
+        read: str, tmp_path: Path) -> None:
+    """A read that SQLite answers from a status index scans every open task or pending
+    timer of the inbox, once per batch: fine in a test, slow with a real backlog."""
+    db = tmp_path / "tasks.db"
+    await migrate.upgrade(f"sqlite+aiosqlite:///{db}", "tasks")
+    query = getattr(batch_rows, read).params(ids=["i1", "i2"], steps=["s1"])
+    sql = str(query.compile(dialect=sqlite.dialect(),
+                            compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    assert len(plan) == 1 and plan[0].startswith("SEARCH"), plan
+    assert f"({BATCH_READS[read]}=?" in plan[0], plan
