@@ -50,6 +50,7 @@ class Task(Base):
         Index("ix_tasks_inbox", "status", "role"),
         Index("ix_tasks_instance_step", "instance_id", "step"),
         Index("ix_tasks_instance_status", "instance_id", "status"),
+        Index("ix_tasks_sla_due", "status", "breached_at", "due_at"),  # the SLA sweep's read
     )
 
     task_id: Mapped[str] = mapped_column(String(400), primary_key=True)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from schemas.messages import TaskEventKind
@@ -55,16 +55,20 @@ async def breach(session: AsyncSession, task_id: str, now: datetime) -> bool:
     return True
 
 
+def overdue(now: datetime, limit: int = 500) -> Select[str]:
+    """The active tasks due by `now` and not yet breached, oldest due first: a range of the
+    (status, breached_at, due_at) index, not a scan of every active task each second."""
+    return (select(Task.task_id)
+            .where(Task.status.in_(ACTIVE), Task.breached_at.is_(None),
+                   Task.due_at.is_not(None), Task.due_at <= now)
+            .order_by(Task.due_at, Task.task_id).limit(limit))
+
+
 async def sweep(sessions: async_sessionmaker[AsyncSession], now: datetime,
                 limit: int = 500) -> int:
     """Breach (and escalate) every task due by `now`; returns how many were breached."""
     async with sessions() as s:
-        due = list(await s.scalars(
-            select(Task.task_id)
-            .where(Task.status.in_(ACTIVE), Task.breached_at.is_(None),
-                   Task.due_at.is_not(None), Task.due_at <= now)
-            .order_by(Task.due_at, Task.task_id).limit(limit)
-        ))
+        due = list(await s.scalars(overdue(now, limit)))
     breached = 0
     for task_id in due:
         async with sessions() as s, s.begin():

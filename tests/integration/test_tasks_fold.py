@@ -35,7 +35,7 @@ from schemas.messages import (
 from services.common import migrate
 from services.common.db import Transactions, make_sessionmaker
 from services.router.routing import Decision
-from services.tasks import inbox, journey
+from services.tasks import inbox, journey, sla
 from services.tasks import rows as batch_rows
 from services.tasks.models import Instance, Job, Task, TaskOutbox, Timer, Visit
 from services.tasks.rows import one_flush, written
@@ -341,17 +341,28 @@ BATCH_READS = {
 }
 
 
+async def sqlite_plan(query: Any, tmp_path: Path) -> list[str]:
+    """How SQLite runs `query` on a migrated tasks database: EXPLAIN QUERY PLAN's lines."""
+    db = tmp_path / "tasks.db"
+    await migrate.upgrade(f"sqlite+aiosqlite:///{db}", "tasks")
+    sql = str(query.compile(dialect=sqlite.dialect(),
+                            compile_kwargs={"literal_binds": True, "render_postcompile": True}))
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+
+
 @pytest.mark.parametrize("read", sorted(BATCH_READS))
 async def test_on_sqlite_each_read_of_a_batch_searches_by_its_instances_not_by_status(
         read: str, tmp_path: Path) -> None:
     """A read that SQLite answers from a status index scans every open task or pending
     timer of the inbox, once per batch: fine in a test, slow with a real backlog."""
-    db = tmp_path / "tasks.db"
-    await migrate.upgrade(f"sqlite+aiosqlite:///{db}", "tasks")
     query = getattr(batch_rows, read).params(ids=["i1", "i2"], steps=["s1"])
-    sql = str(query.compile(dialect=sqlite.dialect(),
-                            compile_kwargs={"literal_binds": True, "render_postcompile": True}))
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        plan = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    plan = await sqlite_plan(query, tmp_path)
     assert len(plan) == 1 and plan[0].startswith("SEARCH"), plan
     assert f"({BATCH_READS[read]}=?" in plan[0], plan
+
+
+async def test_on_sqlite_the_sla_sweep_reads_only_tasks_already_due(tmp_path: Path) -> None:
+    plan = await sqlite_plan(sla.overdue(T0), tmp_path)
+    assert plan[0].startswith("SEARCH"), plan
+    assert "(status=? AND breached_at=? AND due_at>? AND due_at<?)" in plan[0], plan
