@@ -209,6 +209,16 @@ def test_kafka_transactions_read_committed(kafka: LocalBroker) -> None:
 
 
 @pytest.mark.kafka
+def test_kafka_runs_with_apache_kafkas_own_jvm_settings(kafka: LocalBroker) -> None:
+    """As bin/kafka-server-start.sh runs it: a fixed 1 GB heap, G1 aiming at 20 ms pauses."""
+    assert kafka.pid is not None
+    argv = Path(f"/proc/{kafka.pid}/cmdline").read_bytes().decode().split("\0")
+    assert {"-Xmx1G", "-Xms1G", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35"} <= set(argv)
+    assert argv.index("-Xms1G") < argv.index("kafka.Kafka")  # JVM options, not the server's
+
+
+@pytest.mark.kafka
 def test_kafka_restart_keeps_records(tmp_path: Path) -> None:
     first = _new("kafka", data_dir=tmp_path / "kafka")
     topic, group = _topic(), "durable"
