@@ -27,6 +27,14 @@ def message(event_id: str) -> MessageOutbox:
                          created_at=AT)
 
 
+async def migrated_sqlite(tmp_path: Path) -> AsyncEngine:
+    """An engine on a migrated tasks database in a SQLite file, where `Transactions` runs its
+    functions in a thread of its own."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    await migrate.upgrade(url, "tasks")
+    return make_engine(url)
+
+
 async def outbox_ids(engine: AsyncEngine) -> list[str]:
     async with make_sessionmaker(engine)() as s:
         return list(await s.scalars(select(MessageOutbox.event_id).order_by(MessageOutbox.id)))
@@ -66,9 +74,7 @@ async def test_rolls_back_everything_when_the_function_raises(
 
 async def test_on_sqlite_a_wait_for_the_write_lock_leaves_the_event_loop_free(
         tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
-    await migrate.upgrade(url, "tasks")
-    engine = make_engine(url)
+    engine = await migrated_sqlite(tmp_path)
     transactions = Transactions(engine)
     entered = threading.Event()
     try:
@@ -97,9 +103,7 @@ async def test_on_sqlite_a_wait_for_the_write_lock_leaves_the_event_loop_free(
 async def test_on_sqlite_commits_leave_the_wal_to_the_checkpointer(tmp_path: Path) -> None:
     """The transactions' connection never checkpoints in a commit (a commit that did waited
     for ~4 MB to be copied and synced); the checkpointer's thread copies the WAL instead."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
-    await migrate.upgrade(url, "tasks")
-    engine = make_engine(url)
+    engine = await migrated_sqlite(tmp_path)
     transactions = Transactions(engine, checkpoint_every=0)
     checkpointer = transactions.checkpointer
     assert checkpointer is not None
@@ -131,9 +135,7 @@ async def test_on_sqlite_commits_leave_the_wal_to_the_checkpointer(tmp_path: Pat
 
 
 async def test_the_checkpointer_runs_at_most_once_per_interval(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
-    await migrate.upgrade(url, "tasks")
-    engine = make_engine(url)
+    engine = await migrated_sqlite(tmp_path)
     transactions = Transactions(engine, checkpoint_every=3600)
     checkpointer = transactions.checkpointer
     assert checkpointer is not None
