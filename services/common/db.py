@@ -59,7 +59,8 @@ class Checkpointer:
     fold's thread, so the batch committing then, and every record queued behind it, waited:
     folding batches of 4 completions, one transaction in 34 took over 15 ms (p99 18-21 ms;
     with this, one in 1,000 and p99 8-11 ms: bench/results/NOTES.md, session 17). The
-    writer's connections now never checkpoint (`wal_autocheckpoint=0`); after a commit, `due()`
+    connections of `Transactions` now never checkpoint (`wal_autocheckpoint=0`; the async
+    engine's keep SQLite's default, and rarely reach 1,000 pages); after a commit, `due()`
     starts a PASSIVE checkpoint here when none ran for `every` seconds. PASSIVE waits for no
     reader or writer: what a reader still needs stays in the WAL for the next one.
     """
