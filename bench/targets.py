@@ -39,6 +39,8 @@ TARGETS: tuple[Target, ...] = (
     Target("latency p99 at 50/s (no queueing): → command visible",
            ("latency", "light", "visible_ms", "p99"), None, higher_is_better=False, unit="ms"),
     Target("latency achieved send rate", ("latency", "achieved_rate"), None, unit="/s"),
+    Target("latency: the broker's JIT compiler meanwhile (measured rounds, 1 worker)",
+           ("latency", "broker_jit_cores"), None, higher_is_better=False, unit="cores"),
     Target("latency p50, 2 router workers: → command visible",
            ("latency", "two_workers", "visible_ms", "p50"), 5, higher_is_better=False,
            unit="ms"),

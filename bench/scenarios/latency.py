@@ -1,10 +1,17 @@
 """Latency at a fixed rate: completion produced → next step command visible to a consumer.
 
-M instances are started first, and a first round of completions goes through unmeasured; then
-`rounds` rounds each send one completion per instance (the next step of its path) at
-`latency_rate`/s. A round takes M / rate seconds, so an instance's previous command has long
-arrived when its next completion goes out. Per instance the k-th new command answers the k-th
-completion.
+2 × M instances are started first. M other instances go through `WARM_ROUNDS` rounds at the
+rate, unmeasured, then the measured M make a first round, unmeasured too; then `rounds` rounds
+each send one completion per instance (the next step of its path) at `latency_rate`/s. A round
+takes M / rate seconds, so an instance's previous command has long arrived when its next
+completion goes out. Per instance the k-th new command answers the k-th completion.
+
+Why the other instances first: a JVM compiles its hot code as traffic reaches it. After the
+bench's generic warm-up and one round, the broker's JIT compiler threads still took 0.14 of a
+core through the measured rounds (0.2-0.5 in their first three seconds), on two cores the
+router shares with the broker and the bench (bench/results/NOTES.md, session 18); after three
+rounds more, 0.03-0.06. A broker in service has long compiled them, as `inbox.py` says too;
+`broker_jit_cores` says how far the measured rounds met one like it.
 
 `visible_ms`: our consumer's read time − the send time (one clock, one process).
 A second, light run at 50/s (`Sizes.light_instances` instances, 5 rounds) shows the hop
@@ -39,6 +46,7 @@ from services.router.app import COMMIT_INTERVAL
 
 LIGHT_RATE = 50.0  # completions/s: far below capacity, so no queueing in the numbers
 LIGHT_ROUNDS = 5  # × `Sizes.light_instances` (100: 500 samples, 10 s)
+WARM_ROUNDS = 3  # of M other instances, before the measured ones' first round (9 s at 1,000/s)
 
 
 async def run(ctx: Context) -> dict[str, Any]:
@@ -122,26 +130,38 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
         reader = await TopicReader(ctx.bootstrap, settings.commands_topic,
                                    fetch_max_wait_ms=wait, keep=False,
                                    on_record=on_record).start()
+        warm_tag = f"{tag}w"  # the instances that warm the broker up, unmeasured
         before = 0
         if subject.starts:
-            await produce_all(ctx.bootstrap, settings.requests_topic, workload.starts(tag, m))
-            before = m
-            if not await reader.wait_for(before, within=60 + m / 50):
-                raise RuntimeError(f"only {len(reader.distinct)}/{m} start commands arrived")
+            await produce_all(ctx.bootstrap, settings.requests_topic,
+                              workload.starts(warm_tag, m) + workload.starts(tag, m))
+            before = 2 * m
+            if not await reader.wait_for(before, within=60 + before / 50):
+                raise RuntimeError(
+                    f"only {len(reader.distinct)}/{before} start commands arrived")
         await producer.start()
-        # One round at the rate, not measured: the first second after a start pays for paths
-        # taken the first time (at 50/s, batches of 2-6 records took 50-116 ms to route
-        # there, under 5 ms after; session 10). The figures are the steady state's.
-        ctx.say(f"latency, {subject.label}: a warm-up round of {m} completions at {rate:.0f}/s")
         # Every round's records built now: building one took long enough (~0.3 s at 3,000
         # instances) to stop the sender between rounds, lowering the achieved rate.
         records = workload.completions(tag, m, rounds=rounds + 1)
-        await paced_send(producer, settings.completions_topic, records[:m], rate)
-        if not await reader.wait_for(before + m, within=60 + m / 50):
-            raise RuntimeError(
-                f"only {len(reader.distinct) - before}/{m} warm-up commands arrived")
+        # Unmeasured: the other instances' rounds (the broker's JIT meets this traffic), then
+        # the measured ones' first round: the first second after a start pays for paths taken
+        # the first time (at 50/s, batches of 2-6 records took 50-116 ms to route there,
+        # under 5 ms after; session 10). The figures are the steady state's.
+        warm = workload.completions(warm_tag, m, rounds=WARM_ROUNDS) + records[:m]
+        ctx.say(f"latency, {subject.label}: warm-up: {WARM_ROUNDS} rounds of {m} other "
+                f"instances, then the measured ones' first, at {rate:.0f}/s")
+        began = time.monotonic()
+        await paced_send(producer, settings.completions_topic, warm, rate)
+        if not await reader.wait_for(before + len(warm), within=60 + len(warm) / 50):
+            raise RuntimeError(f"only {len(reader.distinct) - before}/{len(warm)} warm-up "
+                               "commands arrived")
+        result["warmup"] = {"completions": len(warm),
+                            "seconds": round(time.monotonic() - began, 1)}
+        before += len(warm)
         measuring[0] = True
         ctx.say(f"latency, {subject.label}: {rounds} rounds × {m} completions at {rate:.0f}/s")
+        phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
+        phase.track(ctx.broker_pid, "broker")
         began = time.monotonic()
         count = 0
         for r in range(1, rounds + 1):
@@ -149,9 +169,11 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
                                       records[r * m:(r + 1) * m], rate,
                                       on_sent=lambda rec, t: sent[rec.key].append(t))
         result["achieved_rate"] = round(count / (time.monotonic() - began), 1)
+        if "broker" in (jit := phase.report()["jit_cores_by_process"]):
+            result["broker_jit_cores"] = jit["broker"]
         # Generous: below its capacity the subject drains a backlog at its own pace.
-        if not await reader.wait_for(before + m + count, within=30 + count / 50):
-            result["missing"] = before + m + count - len(reader.distinct)
+        if not await reader.wait_for(before + count, within=30 + count / 50):
+            result["missing"] = before + count - len(reader.distinct)
         visible, produced = [], []
         for key, times in sent.items():
             for t_sent, seen in zip(times, got.get(key, []), strict=False):

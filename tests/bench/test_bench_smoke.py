@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios.latency import WARM_ROUNDS
+
 INSTANCES = 40
 BENCH_TOPIC = re.compile(r"b[a-z]+[0-9a-f]{6}\.")  # bench.stack.bench_settings' prefixes
 
@@ -106,16 +108,17 @@ def test_quick_latency_measures_the_router_and_the_raw_loop_at_both_rates(
                        f"latency_instances={m}", "--size", f"light_instances={light}")
     latency = result["scenarios"]["latency"]
     rounds = latency["rounds"]  # --quick: 2 measured rounds at the rate, 5 at 50/s
-    runs = {"one worker": (latency, m * rounds), "two workers": (latency["two_workers"],
-                                                                 m * rounds),
-            "light": (latency["light"], light * 5), "raw": (latency["raw"], m * rounds),
-            "raw light": (latency["raw_light"], light * 5)}
-    for name, (run, samples) in runs.items():
+    runs = {"one worker": (latency, m, rounds), "two workers": (latency["two_workers"], m, rounds),
+            "light": (latency["light"], light, 5), "raw": (latency["raw"], m, rounds),
+            "raw light": (latency["raw_light"], light, 5)}
+    for name, (run, instances, measured) in runs.items():
         # Every completion answered by its own command, each timed from its send.
         assert "missing" not in run, name
-        assert run["visible_ms"]["n"] == samples, name
+        assert run["visible_ms"]["n"] == instances * measured, name
         assert 0 < run["visible_ms"]["p50"] <= run["visible_ms"]["p99"], name
         assert run["achieved_rate"] > 0, name
+        # Unmeasured first: other instances' warm-up rounds, then the measured ones' first.
+        assert run["warmup"]["completions"] == (WARM_ROUNDS + 1) * instances, name
     assert latency["workers"] == 1 and latency["two_workers"]["workers"] == 2
     assert latency["light"]["target_rate"] == 50
     # The raw loop's process is booked apart from the routers'.
