@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import Any
 
 import faust
@@ -62,13 +63,11 @@ async def test_records_arriving_while_a_batch_is_taken_wait_for_the_next_one() -
     _, channel, stream = channel_stream()
     for n in range(3):
         await channel.send(value=f"early{n}")
-    arriving = [0]
 
     async def arrive() -> None:  # one record per loop round, for as long as the test runs
-        while True:
-            arriving[0] += 1
-            await channel.send(value=f"late{arriving[0]}")
-            await asyncio.sleep(0)
+        for n in itertools.count():
+            await channel.send(value=f"late{n}")
+            await asyncio.sleep(0)  # a yield to the loop (the pace), not a wait for a result
 
     feeder = asyncio.ensure_future(arrive())
     try:
