@@ -20,6 +20,15 @@ def topic_bytes(broker_data_dir: Path | None, topic: str) -> int | None:
     return total
 
 
+def partition_dirs(broker_data_dir: Path | None, prefixes: tuple[str, ...]) -> list[str]:
+    """The broker's partition directories of topics named with one of `prefixes`, live or
+    deleted and not yet removed (`<topic>-<partition>.<id>-delete`); [] when not ours to see."""
+    root = None if broker_data_dir is None else broker_data_dir / "data"
+    if root is None or not root.is_dir() or not prefixes:
+        return []
+    return sorted(d.name for d in root.iterdir() if d.name.startswith(prefixes))
+
+
 def changelog_topic(router_app_id: str, table: str = "instances") -> str:
     """faust names a table's changelog `<app id>-<table>-changelog`."""
     return f"{router_app_id}-{table}-changelog"

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from bench.context import Context
+from bench.disk import partition_dirs
 from bench.kafka_io import delete_topics
 from bench.machine import TICKS, CpuMeter, process_ticks, rss_mb
 from bench.workload import definition_record, process_version
@@ -17,6 +18,9 @@ from services.common.brokers import fetch_max_wait_ms
 from services.common.kafka import EventProducer, create_topics
 from services.common.settings import Settings
 from services.devstack import Stack
+
+# An external broker keeps deleted topics' files for Kafka's default 60 s; wait a little longer.
+FILES_GONE_WITHIN = 90.0
 
 
 def free_port() -> int:
@@ -43,10 +47,25 @@ async def drop_topics(ctx: Context, *prefixes: str) -> None:
     partitions) answered a few records in each run ~30 ms late: at 50/s, p99 29-37 ms
     through the router and through the raw loop alike, 7-11 ms with only the run's own
     topics (session 11, bench/results/NOTES.md).
+
+    Then wait until Apache Kafka has removed their files too. It does that
+    `log.segment.delete.delay.ms` after the deletion (1 s on the brokers Flowline starts,
+    Kafka's default 60 s elsewhere), but never in a broker's first 30 s, when its deletion task
+    has not yet run: removing the `raw` run's 48 partition directories in the middle of the
+    latency run's measured rounds raised their p99 (session 18).
     """
     chosen = list(prefixes or ctx.prefixes)
     await delete_topics(ctx.bootstrap, chosen)
     ctx.prefixes[:] = [p for p in ctx.prefixes if p not in chosen]
+    began = time.monotonic()
+    while left := partition_dirs(ctx.broker_data_dir, tuple(chosen)):
+        if time.monotonic() - began > FILES_GONE_WITHIN:
+            ctx.say(f"the broker still holds {len(left)} deleted partition directories after "
+                    f"{FILES_GONE_WITHIN:.0f}s (e.g. {left[0]}); going on")
+            return
+        await asyncio.sleep(0.2)  # polling the broker's data dir, not waiting for a result
+    if (waited := time.monotonic() - began) > 2:
+        ctx.say(f"waited {waited:.1f}s for the broker to remove the deleted topics' files")
 
 
 def stack_settings(ctx: Context, tag: str) -> Settings:
