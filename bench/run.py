@@ -50,12 +50,12 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "latency": latency.run,
     "recovery": recovery.run,
-    "memory": memory.run,
     "inbox": inbox.run,
     "fold": fold.run,
     "scaling": scaling.run,
     "graphs": graphs.run,
     "idle": idle.run,
+    "memory": memory.run,  # last: ~10 min of routing a million starts
 }
 
 
