@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import workload
 from bench.context import Context
+from bench.gcpause import no_collections
 from bench.kafka_io import Seen, TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.pacing import paced_send
@@ -162,13 +163,15 @@ async def run(ctx: Context) -> dict[str, Any]:
                     f"via {name} at {rate:.0f}/s")
             sent: dict[str, float] = {}
             post_ms: list[float] = []
-            began = time.monotonic()
-            phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
-            phase.track(ctx.broker_pid, "broker")
-            for r in measured:
-                await send(ctx, settings, tag, m, r, rate, sent, post_ms)
-            achieved = round(len(sent) / (time.monotonic() - began), 1)
-            missing = await watcher.wait_for(list(sent), within=30 + len(sent) / 50)
+            counted: dict[str, int] = {}
+            with no_collections(counted):  # the bench's clock must not stop (bench/gcpause.py)
+                began = time.monotonic()
+                phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once warm
+                phase.track(ctx.broker_pid, "broker")
+                for r in measured:
+                    await send(ctx, settings, tag, m, r, rate, sent, post_ms)
+                achieved = round(len(sent) / (time.monotonic() - began), 1)
+                missing = await watcher.wait_for(list(sent), within=30 + len(sent) / 50)
             inbox = [1000 * (watcher.seen[c] - t) for c, t in sent.items() if c in watcher.seen]
             seen = sorted(watcher.seen[c] for c in sent if c in watcher.seen)
             rows_rate = round((len(seen) - 1) / (seen[-1] - seen[0]), 1) \
@@ -176,7 +179,8 @@ async def run(ctx: Context) -> dict[str, Any]:
             routed = [created[c] - 1000 * t for c, t in sent.items() if c in created]
             result[path] = {"completions": len(sent), "achieved_rate": achieved,
                             "missing_rows": missing, "inbox_ms": percentiles(inbox),
-                            "command_ms": percentiles(routed), "rows_per_second": rows_rate}
+                            "command_ms": percentiles(routed), "rows_per_second": rows_rate,
+                            **counted}
             if "broker" in (jit := phase.report()["jit_cores_by_process"]):
                 result[path]["broker_jit_cores"] = jit["broker"]
             if post_ms:

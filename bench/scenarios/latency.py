@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import workload
 from bench.context import Context
+from bench.gcpause import no_collections
 from bench.kafka_io import Seen, TopicReader, produce_all
 from bench.machine import CpuMeter
 from bench.pacing import paced_send
@@ -158,22 +159,23 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
         result["warmup"] = {"completions": len(warm),
                             "seconds": round(time.monotonic() - began, 1)}
         before += len(warm)
-        measuring[0] = True
         ctx.say(f"latency, {subject.label}: {rounds} rounds × {m} completions at {rate:.0f}/s")
-        phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
-        phase.track(ctx.broker_pid, "broker")
-        began = time.monotonic()
-        count = 0
-        for r in range(1, rounds + 1):
-            count += await paced_send(producer, settings.completions_topic,
-                                      records[r * m:(r + 1) * m], rate,
-                                      on_sent=lambda rec, t: sent[rec.key].append(t))
-        result["achieved_rate"] = round(count / (time.monotonic() - began), 1)
-        if "broker" in (jit := phase.report()["jit_cores_by_process"]):
-            result["broker_jit_cores"] = jit["broker"]
-        # Generous: below its capacity the subject drains a backlog at its own pace.
-        if not await reader.wait_for(before + count, within=30 + count / 50):
-            result["missing"] = before + count - len(reader.distinct)
+        with no_collections(result):  # the bench's clock must not stop (bench/gcpause.py)
+            measuring[0] = True
+            phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
+            phase.track(ctx.broker_pid, "broker")
+            began = time.monotonic()
+            count = 0
+            for r in range(1, rounds + 1):
+                count += await paced_send(producer, settings.completions_topic,
+                                          records[r * m:(r + 1) * m], rate,
+                                          on_sent=lambda rec, t: sent[rec.key].append(t))
+            result["achieved_rate"] = round(count / (time.monotonic() - began), 1)
+            if "broker" in (jit := phase.report()["jit_cores_by_process"]):
+                result["broker_jit_cores"] = jit["broker"]
+            # Generous: below its capacity the subject drains a backlog at its own pace.
+            if not await reader.wait_for(before + count, within=30 + count / 50):
+                result["missing"] = before + count - len(reader.distinct)
         visible, produced = [], []
         for key, times in sent.items():
             for t_sent, seen in zip(times, got.get(key, []), strict=False):

@@ -97,6 +97,7 @@ def test_quick_inbox_reaches_every_row_through_kafka_and_the_gateway(broker: Any
         assert phase["completions"] == 30 * rounds, path
         assert phase["missing_rows"] == 0, path
         assert phase["inbox_ms"]["n"] == 30 * rounds and phase["inbox_ms"]["p50"] > 0, path
+        assert phase["bench_gc_collections"] == 0, path  # the bench's clock never stopped
     posts = inbox["gateway"]["post_ms"]
     assert posts["n"] == 30 * 3 and posts["p50"] > 0  # every POST answered 202
 
@@ -119,6 +120,7 @@ def test_quick_latency_measures_the_router_and_the_raw_loop_at_both_rates(
         assert run["achieved_rate"] > 0, name
         # Unmeasured first: other instances' warm-up rounds, then the measured ones' first.
         assert run["warmup"]["completions"] == (WARM_ROUNDS + 1) * instances, name
+        assert run["bench_gc_collections"] == 0, name  # the bench's clock never stopped
     assert latency["workers"] == 1 and latency["two_workers"]["workers"] == 2
     assert latency["light"]["target_rate"] == 50
     # The raw loop's process is booked apart from the routers'.
