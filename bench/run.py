@@ -55,7 +55,7 @@ SCENARIOS: dict[str, Scenario] = {
     "scaling": scaling.run,
     "graphs": graphs.run,
     "idle": idle.run,
-    "memory": memory.run,  # last: ~10 min of routing a million starts
+    "memory": memory.run,  # last: ~7.5 min of routing a million starts
 }
 
 
