@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def log_dir(broker_data_dir: Path | None) -> Path | None:
+    """The broker's `log.dirs` (`<data dir>/data`, as Flowline runs Kafka), or None when its
+    files are not ours to see."""
+    root = None if broker_data_dir is None else broker_data_dir / "data"
+    return root if root is not None and root.is_dir() else None
+
+
 def topic_bytes(broker_data_dir: Path | None, topic: str) -> int | None:
     """Bytes of `topic`'s log segments, or None when the broker's files are not ours to see."""
-    if broker_data_dir is None:
-        return None
-    root = broker_data_dir / "data"
-    if not root.is_dir():
+    if (root := log_dir(broker_data_dir)) is None:
         return None
     total = 0
     for part in root.glob(f"{topic}-*"):
@@ -23,8 +27,7 @@ def topic_bytes(broker_data_dir: Path | None, topic: str) -> int | None:
 def partition_dirs(broker_data_dir: Path | None, prefixes: tuple[str, ...]) -> list[str]:
     """The broker's partition directories of topics named with one of `prefixes`, live or
     deleted and not yet removed (`<topic>-<partition>.<id>-delete`); [] when not ours to see."""
-    root = None if broker_data_dir is None else broker_data_dir / "data"
-    if root is None or not root.is_dir() or not prefixes:
+    if (root := log_dir(broker_data_dir)) is None or not prefixes:
         return []
     return sorted(d.name for d in root.iterdir() if d.name.startswith(prefixes))
 
