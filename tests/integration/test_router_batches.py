@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -220,6 +220,70 @@ async def test_table_writes_the_broker_refuses_as_too_large_go_again_and_survive
         await asyncio.to_thread(stack.stop)
         await commands.stop()
         await letters.stop()
+
+
+async def test_a_batch_s_states_are_in_the_changelog_once_its_records_are_committed(
+        router: Settings) -> None:
+    # A router killed (-9: no flush at a stop) once the starts' offsets are committed is
+    # never offered those starts again, so its successor, which rebuilds its table from the
+    # changelog alone, must find their states there: the commit waits for their writes.
+    iids = [f"committed-{i}" for i in range(20)]
+    commands = await TopicReader(router.kafka_bootstrap, router.commands_topic).start()
+    letters = await TopicReader(router.kafka_bootstrap, router.dead_letters_topic).start()
+    stack = await asyncio.to_thread(start, router)
+    try:
+        ends = await _produce(router, router.requests_topic,
+                              [workload.start_record(iid) for iid in iids])
+        await async_wait_for(lambda: len(commands.distinct) >= len(iids), 60,
+                             what="a command per start")
+        committed: dict[int, int] = {}
+
+        async def all_committed() -> bool:
+            committed.update(await _committed(router, router.requests_topic))
+            return all(committed.get(p, 0) >= end for p, end in ends.items())
+
+        await async_wait_for(all_committed, 30, interval=0.2, what="the starts' offsets committed")
+        await asyncio.to_thread(stack.kill, "router")
+        stack = await asyncio.to_thread(start, router)
+        await produce_all(router.kafka_bootstrap, router.completions_topic,
+                          [workload.completion_record(iid, "receive", None) for iid in iids])
+        await async_wait_for(lambda: len(commands.distinct) >= 2 * len(iids), 90,
+                             what="a command per completion, from the recovered states")
+        assert letters.count == 0
+        steps = sorted(json.loads(c.value)["step"] for c in commands.seen[len(iids):])
+        assert steps == ["disassemble"] * len(iids)
+    finally:
+        await asyncio.to_thread(stack.stop)
+        await commands.stop()
+        await letters.stop()
+
+
+async def _produce(settings: Settings, topic: str, records: list[Any]) -> dict[int, int]:
+    """Send `records`; the offset after the last of them, by partition (read from the acks:
+    Tansu's ListOffsets answers a batch's base offset + 1, not the log's end)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, r.value, key=r.key, headers=r.headers)
+                for r in records]
+        ends: dict[int, int] = {}
+        for meta in await asyncio.gather(*sent):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
+    finally:
+        await producer.stop()
+
+
+async def _committed(settings: Settings, topic: str) -> dict[int, int]:
+    """The router's consumer group's committed offsets of `topic`, by partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=settings.router_app_id, enable_auto_commit=False)
+    await consumer.start()  # not subscribed: it reads the group's offsets, never joins it
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) or 0
+                for p in range(settings.partitions)}
+    finally:
+        await consumer.stop()
 
 
 def _sample(text: str, name: str) -> float:
