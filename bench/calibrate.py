@@ -9,6 +9,15 @@ broker starts and again after it stops, and records the milliseconds it took (th
 `REPEATS`: the least disturbed). Lower is quicker; `bench.compare` prints both runs' figures and
 their ratio beside the targets.
 
+The machine's speed also changed within minutes, and within a run: the same fixed work took
+112 ms, then 195 and 220 ms a few minutes later, then 113 again (session 20). At 1,000/s the
+router was already ~0.9 of a core busy in its measured rounds, so a slower machine saturated
+it and a backlog grew: p50 15-22 ms in those runs against 4.6-5 ms in the runs either side.
+Timing the work before each scenario cannot see a change in the middle of one, so `Probe`
+times a small slice of the same work every half second while a scenario measures, by the
+probing thread's own CPU time: our own processes competing for the cores do not count in it,
+a slower machine does.
+
 The Python work alone missed a slow day: it took its usual ~115 ms while the raw loop routed
 2,414/s against 4,041/s the session before, at 0.325 against 0.190 ms of CPU per completion,
 and the broker's CPU per completion was 2.5 times what it had been. What had slowed down was
@@ -21,14 +30,18 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import threading
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 REPEATS = 5
 ROUNDS = 4_000  # ~110 ms of work per repeat on this machine
 ROUND_TRIPS = 2_000  # per repeat of the loopback figure
+PROBE_ROUNDS = 20  # a probe's slice of the fixed work: ~0.6 ms of CPU on this machine
+PROBE_INTERVAL = 0.5  # seconds between probes (the slice holds the GIL ~0.1 % of the time)
 MESSAGE = b"x" * 64
 
 
@@ -108,3 +121,48 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
             or a.get("rounds") != b.get("rounds"):
         return None
     return round(b["best_ms"] / a["best_ms"], 3)
+
+
+class Probe:
+    """While the block runs, a thread times `PROBE_ROUNDS` rounds of the fixed work every
+    `PROBE_INTERVAL` seconds by its own CPU time (`time.thread_time`), scaled to `ROUNDS`: the
+    unit of `measure`'s `best_ms`, so the two compare directly.
+
+        with calibrate.Probe() as probe:
+            ...  # the measured rounds
+        result["machine_during"] = probe.summary()
+    """
+
+    def __init__(self, rounds: int = PROBE_ROUNDS, interval: float = PROBE_INTERVAL) -> None:
+        self.rounds, self.interval = rounds, interval
+        self.samples: list[float] = []  # ms, scaled to ROUNDS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="calibrate-probe", daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        scale = ROUNDS / self.rounds
+        while True:
+            started = time.thread_time()
+            _work(self.rounds)
+            self.samples.append(1000 * scale * (time.thread_time() - started))
+            if self._stop.wait(self.interval):
+                return
+
+    def summary(self) -> dict[str, Any]:
+        """The probes' median, 90th percentile and largest, in `measure`'s `best_ms` unit."""
+        ordered = sorted(self.samples)
+        if not ordered:
+            return {"probes": 0, "rounds": ROUNDS}
+        return {"probes": len(ordered), "rounds": ROUNDS,
+                "median_ms": round(statistics.median(ordered), 1),
+                "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
+                "max_ms": round(ordered[-1], 1)}

@@ -41,6 +41,9 @@ TARGETS: tuple[Target, ...] = (
     Target("latency achieved send rate", ("latency", "achieved_rate"), None, unit="/s"),
     Target("latency: the broker's JIT compiler meanwhile (measured rounds, 1 worker)",
            ("latency", "broker_jit_cores"), None, higher_is_better=False, unit="cores"),
+    *(Target(f"latency: the machine's fixed work during the measured rounds, 1 worker, {q} "
+             "(lower is quicker)", ("latency", "machine_during", f"{q}_ms"), None,
+             higher_is_better=False, unit="ms") for q in ("median", "p90")),
     Target("latency p50, 2 router workers: → command visible",
            ("latency", "two_workers", "visible_ms", "p50"), 5, higher_is_better=False,
            unit="ms"),

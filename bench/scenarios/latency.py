@@ -20,6 +20,10 @@ raw loop (bench/rawloop.py: a plain aiokafka consume → produce process with th
 fetch wait, linger and commit interval): what a hop costs on this machine and broker before
 any routing.
 
+`machine_during`: `bench/calibrate.py`'s fixed work, timed in slices through the measured
+rounds (the same unit as the figure timed before the scenario): at 1,000/s the router is
+~0.9 of a core busy here, so a machine running slower meanwhile saturates it.
+
 `produced_ms`: the command's CreateTime (stamped by the router's producer, 1 ms resolution)
 − the send time: the same without our consumer's fetch.
 """
@@ -33,7 +37,7 @@ from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 
-from bench import workload
+from bench import calibrate, workload
 from bench.context import Context
 from bench.gcpause import no_collections
 from bench.kafka_io import Seen, TopicReader, produce_all
@@ -160,7 +164,9 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
                             "seconds": round(time.monotonic() - began, 1)}
         before += len(warm)
         ctx.say(f"latency, {subject.label}: {rounds} rounds × {m} completions at {rate:.0f}/s")
-        with no_collections(result):  # the bench's clock must not stop (bench/gcpause.py)
+        # The bench's clock must not stop (bench/gcpause.py); the machine's speed meanwhile
+        # (bench/calibrate.py's `Probe`) says whether it slowed down under the figures.
+        with no_collections(result), calibrate.Probe() as probe:
             measuring[0] = True
             phase = CpuMeter()  # the broker's compiler threads meanwhile: ~0 once it is warm
             phase.track(ctx.broker_pid, "broker")
@@ -176,6 +182,7 @@ async def run_at(ctx: Context, subject: Routed | Raw, rate: float, m: int,
             # Generous: below its capacity the subject drains a backlog at its own pace.
             if not await reader.wait_for(before + count, within=30 + count / 50):
                 result["missing"] = before + count - len(reader.distinct)
+        result["machine_during"] = probe.summary()
         visible, produced = [], []
         for key, times in sent.items():
             for t_sent, seen in zip(times, got.get(key, []), strict=False):

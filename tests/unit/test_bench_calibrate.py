@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import calibrate, compare, report
+from tests.conftest import wait_for
 
 
 def test_the_fixed_work_is_timed_and_more_of_it_takes_longer() -> None:
@@ -23,6 +24,26 @@ def test_loopback_round_trips_are_timed_and_more_of_them_take_longer() -> None:
 
 def test_the_work_gives_the_same_checksum_every_time() -> None:
     assert calibrate._work(50) == calibrate._work(50) > 0
+
+
+def test_a_probe_times_slices_of_the_work_while_its_block_runs() -> None:
+    with calibrate.Probe(rounds=10, interval=0.01) as probe:
+        wait_for(lambda: len(probe.samples) >= 5, 10, what="five probes")
+    taken = len(probe.samples)
+    summary = probe.summary()
+    assert summary["probes"] == taken >= 5
+    assert summary["rounds"] == calibrate.ROUNDS  # scaled to `measure`'s unit
+    assert 0 < summary["median_ms"] <= summary["p90_ms"] <= summary["max_ms"]
+    assert not probe._thread.is_alive()  # stopped with the block
+    assert len(probe.samples) == taken
+
+
+def test_a_probe_s_summary_is_in_the_calibration_s_unit() -> None:
+    probe = calibrate.Probe(rounds=40)
+    assert probe.summary() == {"probes": 0, "rounds": calibrate.ROUNDS}
+    probe.samples = [float(ms) for ms in range(100, 200, 10)]  # 100 … 190 ms
+    assert probe.summary() == {"probes": 10, "rounds": calibrate.ROUNDS, "median_ms": 145.0,
+                               "p90_ms": 180.0, "max_ms": 190.0}
 
 
 def test_ratio_is_b_over_a_and_only_for_the_same_work() -> None:
