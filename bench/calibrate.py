@@ -15,8 +15,9 @@ router was already ~0.9 of a core busy in its measured rounds, so a slower machi
 it and a backlog grew: p50 15-22 ms in those runs against 4.6-5 ms in the runs either side.
 Timing the work before each scenario cannot see a change in the middle of one, so `Probe`
 times a small slice of the same work every half second while a scenario measures, by the
-probing thread's own CPU time: our own processes competing for the cores do not count in it,
-a slower machine does.
+probing thread's own CPU time: time spent waiting for a core behind our own processes does not
+count in it, a slower machine does (their use of the caches still may: compare runs of one
+scenario with each other, not with the idle figure).
 
 The Python work alone missed a slow day: it took its usual ~115 ms while the raw loop routed
 2,414/s against 4,041/s the session before, at 0.325 against 0.190 ms of CPU per completion,
@@ -31,17 +32,22 @@ from __future__ import annotations
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 REPEATS = 5
 ROUNDS = 4_000  # ~110 ms of work per repeat on this machine
 ROUND_TRIPS = 2_000  # per repeat of the loopback figure
-PROBE_ROUNDS = 20  # a probe's slice of the fixed work: ~0.6 ms of CPU on this machine
-PROBE_INTERVAL = 0.5  # seconds between probes (the slice holds the GIL ~0.1 % of the time)
+PROBE_ROUNDS = 20  # a probe's timed slice of the fixed work: ~0.6 ms of CPU on this machine
+PROBE_WARM = 100  # rounds run untimed before each slice (~3 ms)
+PROBE_INTERVAL = 0.5  # seconds between slices: ~0.7 % of a core
+ROOT = Path(__file__).resolve().parents[1]  # where `bench` imports from
 MESSAGE = b"x" * 64
 
 
@@ -123,39 +129,58 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return round(b["best_ms"] / a["best_ms"], 3)
 
 
+def probe_loop(rounds: int, warm: int, interval: float) -> None:
+    """`Probe`'s process: every `interval` s, run `warm` rounds untimed and then time `rounds`
+    by this thread's CPU time; print each, scaled to `ROUNDS`, one a line."""
+    scale = ROUNDS / rounds
+    while True:
+        _work(warm)  # after a pause the first rounds run cold: 2x slower here, untimed
+        started = time.thread_time()
+        _work(rounds)
+        print(round(1000 * scale * (time.thread_time() - started), 2), flush=True)
+        time.sleep(interval)
+
+
 class Probe:
-    """While the block runs, a thread times `PROBE_ROUNDS` rounds of the fixed work every
-    `PROBE_INTERVAL` seconds by its own CPU time (`time.thread_time`), scaled to `ROUNDS`: the
-    unit of `measure`'s `best_ms`, so the two compare directly.
+    """While the block runs, a process of its own times `PROBE_ROUNDS` rounds of the fixed work
+    every `PROBE_INTERVAL` seconds by its own CPU time (`time.thread_time`), scaled to
+    `ROUNDS`: the unit of `measure`'s `best_ms`, so the two compare. A process, not a thread
+    of the bench: a thread would hold the bench's GIL, and the bench's clock, for the slice.
 
         with calibrate.Probe() as probe:
             ...  # the measured rounds
         result["machine_during"] = probe.summary()
     """
 
-    def __init__(self, rounds: int = PROBE_ROUNDS, interval: float = PROBE_INTERVAL) -> None:
-        self.rounds, self.interval = rounds, interval
+    def __init__(self, rounds: int = PROBE_ROUNDS, warm: int = PROBE_WARM,
+                 interval: float = PROBE_INTERVAL) -> None:
+        self.args = (rounds, warm, interval)
         self.samples: list[float] = []  # ms, scaled to ROUNDS
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="calibrate-probe", daemon=True)
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
 
     def __enter__(self) -> Probe:
-        self._thread.start()
+        rounds, warm, interval = self.args
+        code = f"from bench.calibrate import probe_loop; probe_loop({rounds}, {warm}, {interval!r})"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
+                                      stdout=subprocess.PIPE)
+        self._reader = threading.Thread(target=self._read, args=(self._proc,),
+                                        name="calibrate-probe", daemon=True)
+        self._reader.start()
         return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.samples.append(float(line))
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        scale = ROUNDS / self.rounds
-        while True:
-            started = time.thread_time()
-            _work(self.rounds)
-            self.samples.append(1000 * scale * (time.thread_time() - started))
-            if self._stop.wait(self.interval):
-                return
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(10)  # the pipe's end: every line printed is read
 
     def summary(self) -> dict[str, Any]:
         """The probes' median, 90th percentile and largest, in `measure`'s `best_ms` unit."""
