@@ -177,6 +177,12 @@ class Probe:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._proc is not None:
+            # At least its first slice, which it runs at once (a quick run's block may end
+            # before the process has even started).
+            for _ in range(100):
+                if self.samples or self._proc.poll() is not None:
+                    break
+                time.sleep(0.05)  # polling for the first line, bounded (5 s)
             self._proc.terminate()
             self._proc.wait(10)
         if self._reader is not None:

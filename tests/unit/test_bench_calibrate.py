@@ -36,6 +36,12 @@ def test_a_probe_times_slices_of_the_work_while_its_block_runs() -> None:
     assert probe._proc is not None and probe._proc.poll() is not None  # ended with the block
 
 
+def test_a_probe_ended_at_once_still_has_its_first_slice() -> None:
+    with calibrate.Probe(rounds=10, warm=10) as probe:
+        pass
+    assert probe.summary()["probes"] == 1
+
+
 def test_a_probe_s_summary_is_in_the_calibration_s_unit() -> None:
     probe = calibrate.Probe(rounds=40)
     assert probe.summary() == {"probes": 0, "rounds": calibrate.ROUNDS}
