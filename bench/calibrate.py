@@ -10,14 +10,15 @@ broker starts and again after it stops, and records the milliseconds it took (th
 their ratio beside the targets.
 
 The machine's speed also changed within minutes, and within a run: the same fixed work took
-112 ms, then 195 and 220 ms a few minutes later, then 113 again (session 20). At 1,000/s the
-router was already ~0.9 of a core busy in its measured rounds, so a slower machine saturated
-it and a backlog grew: p50 15-22 ms in those runs against 4.6-5 ms in the runs either side.
-Timing the work before each scenario cannot see a change in the middle of one, so `Probe`
-times a small slice of the same work every half second while a scenario measures, by the
-probing thread's own CPU time: time spent waiting for a core behind our own processes does not
-count in it, a slower machine does (their use of the caches still may: compare runs of one
-scenario with each other, not with the idle figure).
+~112 ms, then 195 and 220 ms before the next two latency runs, then ~112 again (session 20).
+At 1,000/s the router is ~0.9 of a core busy in the measured rounds, so a slower machine
+saturates it and a backlog grows: p50 22 ms in the first of those runs, 4.6-7.6 ms in the four
+after it; in another run, timed at ~113 ms before and after, the latency grew to 49 ms in the
+middle of its measured rounds and fell back. Timing the work before each scenario cannot see
+that, so `Probe` times a small slice of the same work every half second while a scenario
+measures, in a process of its own, by its own CPU time: time spent waiting for a core behind
+our own processes does not count in it, a slower machine does (their use of the caches still
+may: compare runs of one scenario with each other rather than with the idle figure).
 
 The Python work alone missed a slow day: it took its usual ~115 ms while the raw loop routed
 2,414/s against 4,041/s the session before, at 0.325 against 0.190 ms of CPU per completion,
