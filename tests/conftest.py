@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common.settings import Settings
 
@@ -66,6 +67,20 @@ async def async_wait_for(predicate: Callable[[], Any], within: float = 30.0,
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {last!r}")
 
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str,
+                            partitions: int) -> dict[int, int]:
+    """Consumer group `group`'s committed offsets of `topic`, by partition (0 where none).
+    Its consumer never subscribes, so it reads the group's offsets without joining it."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) or 0
+                for p in range(partitions)}
+    finally:
+        await consumer.stop()
 
 @contextlib.contextmanager
 def serve_app(app: Any) -> Iterator[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.common.brokers import (
     ApacheKafkaBroker,
@@ -31,6 +31,7 @@ from services.common.brokers import (
     find_tansu,
     wait_until_ready,
 )
+from tests.conftest import committed_offsets
 
 KINDS = [
     pytest.param("tansu", id="tansu"),
@@ -125,13 +126,7 @@ async def _consume(
 
 
 async def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
-        return sum(o or 0 for o in offsets)
-    finally:
-        await consumer.stop()
+    return sum((await committed_offsets(bootstrap, group, topic, partitions)).values())
 
 
 def test_roundtrip_with_consumer_group(broker: LocalBroker) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -19,7 +19,7 @@ from bench.kafka_io import TopicReader, produce_all
 from bench.stack import prepare
 from services.common.settings import Settings
 from services.devstack import Stack
-from tests.conftest import async_wait_for, free_port
+from tests.conftest import async_wait_for, committed_offsets, free_port
 
 
 @pytest.fixture()
@@ -239,7 +239,9 @@ async def test_a_batch_s_states_are_in_the_changelog_once_its_records_are_commit
         committed: dict[int, int] = {}
 
         async def all_committed() -> bool:
-            committed.update(await _committed(router, router.requests_topic))
+            committed.update(await committed_offsets(
+                router.kafka_bootstrap, router.router_app_id, router.requests_topic,
+                router.partitions))
             return all(committed.get(p, 0) >= end for p, end in ends.items())
 
         await async_wait_for(all_committed, 30, interval=0.2, what="the starts' offsets committed")
@@ -272,18 +274,6 @@ async def _produce(settings: Settings, topic: str, records: list[Any]) -> dict[i
         return ends
     finally:
         await producer.stop()
-
-
-async def _committed(settings: Settings, topic: str) -> dict[int, int]:
-    """The router's consumer group's committed offsets of `topic`, by partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=settings.router_app_id, enable_auto_commit=False)
-    await consumer.start()  # not subscribed: it reads the group's offsets, never joins it
-    try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) or 0
-                for p in range(settings.partitions)}
-    finally:
-        await consumer.stop()
 
 
 def _sample(text: str, name: str) -> float:

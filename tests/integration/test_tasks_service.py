@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from schemas.messages import InstanceEvent, ProcessRef, StepCommand, Subject
 from schemas.topics import COMMAND_V1, COMPLETED_V1, DEAD_LETTER_V1, instance_event_type
@@ -22,7 +22,7 @@ from services.common.kafka import EventProducer
 from services.common.settings import Settings
 from services.tasks.api import create_app
 from services.tasks.service import consumer_group
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, committed_offsets
 from tests.conftest import serve_app as serve
 
 pytestmark = pytest.mark.integration
@@ -253,15 +253,9 @@ async def test_malformed_command_is_dead_lettered_and_consumption_goes_on(
 
 async def committed(settings: Settings, topic: str) -> int:
     """The tasks group's committed offsets on `topic`, summed over its partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=consumer_group(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        offsets = [await consumer.committed(TopicPartition(topic, p))
-                   for p in range(settings.partitions)]
-    finally:
-        await consumer.stop()
-    return sum(o or 0 for o in offsets)
+    offsets = await committed_offsets(settings.kafka_bootstrap, consumer_group(settings), topic,
+                                      settings.partitions)
+    return sum(offsets.values())
 
 
 async def test_the_last_batch_is_committed_though_no_batch_follows(
