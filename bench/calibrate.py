@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from bench.stats import percentiles
 
 REPEATS = 5
 ROUNDS = 4_000  # ~110 ms of work per repeat on this machine
@@ -190,11 +191,9 @@ class Probe:
             self._reader.join(10)  # the pipe's end: every line printed is read
 
     def summary(self) -> dict[str, Any]:
-        """The probes' median, 90th percentile and largest, in `measure`'s `best_ms` unit."""
-        ordered = sorted(self.samples)
-        if not ordered:
+        """The probes' percentiles (`bench.stats`), in `measure`'s `best_ms` unit."""
+        if not self.samples:
             return {"probes": 0, "rounds": ROUNDS}
-        return {"probes": len(ordered), "rounds": ROUNDS,
-                "median_ms": round(statistics.median(ordered), 1),
-                "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
-                "max_ms": round(ordered[-1], 1)}
+        spread = percentiles(self.samples, digits=1)
+        return {"probes": spread["n"], "rounds": ROUNDS,
+                **{f"{q}_ms": spread[q] for q in ("p50", "p90", "max")}}
