@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.disk import log_dir
 from bench.scenarios.latency import WARM_ROUNDS
 from services.common.brokers import ApacheKafkaBroker
 
@@ -134,5 +135,6 @@ def test_quick_latency_measures_the_router_and_the_raw_loop_at_both_rates(
     # Each run's topics were deleted after it (bench.stack.drop_topics): none is left.
     assert asyncio.run(bench_topics(broker.bootstrap)) == []
     if isinstance(broker, ApacheKafkaBroker):  # the next run began once their files were gone
-        data = broker.data_dir / "data"
+        data = log_dir(broker.data_dir)
+        assert data is not None
         assert [d.name for d in data.iterdir() if BENCH_TOPIC.match(d.name)] == []
