@@ -86,6 +86,10 @@
    558), with two in 1 of 3; the p99 was lower in 7 of 8. Throughput did not move.
    aiokafka's heartbeats then share the loop with routing, whose longest step (a batch of
    `app.BATCH_MAX`) is a fraction of a second against the 6 s session timeout.
+
+12. Protocol structs encoded and decoded by compiled code (`wire.py`): each fetch request for
+   the 24 input partitions and its answer took ~150 µs through aiokafka's generic field-by-
+   field codec, ~30 µs compiled; the produce requests and answers likewise.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.threads import MethodQueue
 
 from services.common.settings import Settings
-from services.router import sending
+from services.router import sending, wire
 from services.router.offsets import commit_point
 from services.router.sending import Sent
 
@@ -659,5 +663,7 @@ class Transport(faust_aiokafka.Transport):
 
 
 def register() -> None:
-    """Make `flowline://host:port` a faust broker URL served by this transport."""
+    """Make `flowline://host:port` a faust broker URL served by this transport, and aiokafka's
+    protocol structs use compiled codecs (point 12)."""
     drivers.TRANSPORTS.aliases.setdefault("flowline", f"{__name__}:Transport")
+    wire.install()
