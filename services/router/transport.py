@@ -90,6 +90,10 @@
 12. Protocol structs encoded and decoded by compiled code (`wire.py`): each fetch request for
    the 24 input partitions and its answer took ~150 µs through aiokafka's generic field-by-
    field codec, ~30 µs compiled; the produce requests and answers likewise.
+
+13. Incremental fetch sessions (KIP-227, `fetch_sessions.py`): aiokafka names all 24 input
+   partitions in every fetch and the broker answers for all of them, though a batch at
+   1,000/s has records from 3 or 4; in a session both name only what changed.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.threads import MethodQueue
 
 from services.common.settings import Settings
-from services.router import sending, wire
+from services.router import fetch_sessions, sending, wire
 from services.router.offsets import commit_point
 from services.router.sending import Sent
 
@@ -155,6 +159,11 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             await self._thread_running  # set once the consumer has started, or failed
         finally:
             self._thread_running = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        fetcher = self._consumer._fetcher  # type: ignore[union-attr]  # started just now
+        self.fetch_sessions = fetch_sessions.attach(fetcher)  # point 13
 
     async def _gather_remaining_tasks(self) -> None:
         """mode cancels every task of the thread's loop as the thread ends; this loop is the
