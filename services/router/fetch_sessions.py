@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 FIRST_VERSION = 7  # FetchRequest v7 added sessions
 NEW_SESSION, NO_SESSION = 0, 0  # epoch 0 with session id 0: "open a session"
 MAX_EPOCH = 2**31 - 1
+# How often the partitions a session leaves out of answers are marked polled (faust warns when
+# one was not for `stream_processing_timeout`, 300 s).
+POLLED_EVERY = 1.0
 
 Wanted = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> (offset, max bytes)
 
@@ -128,6 +131,7 @@ class _SessionClient:
     def __init__(self, client: Any, fetcher: Any) -> None:
         self._client = client
         self._fetcher = fetcher
+        self._polled_at = 0.0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -147,7 +151,11 @@ class _SessionClient:
 
     def _polled(self, request: SessionFetchRequest) -> None:
         """Every partition asked for was polled now, named in the answer or not (faust's
-        event-path check reads this time to tell a consumer that stopped fetching)."""
+        event-path check reads this time to tell a consumer that stopped fetching); once
+        every `POLLED_EVERY` seconds is often enough."""
+        if time.monotonic() - self._polled_at < POLLED_EVERY:
+            return
+        self._polled_at = time.monotonic()
         subscription = self._fetcher._subscriptions.subscription
         assignment = subscription.assignment if subscription is not None else None
         if assignment is None:

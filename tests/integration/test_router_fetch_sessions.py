@@ -3,6 +3,7 @@ incremental fetches, seeks and lost sessions."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -152,3 +153,22 @@ def test_attach_wraps_only_the_fetcher_it_is_given() -> None:
     assert fetcher._get_actions_per_node(None) == ([], {}, 0.1, False, [])
     assert isinstance(fetcher._client, fetch_sessions._SessionClient)
     assert not isinstance(other._client, fetch_sessions._SessionClient)
+
+
+async def test_partitions_left_out_of_answers_still_count_as_polled(
+        topic: str, producer: AIOKafkaProducer, reader: Reader) -> None:
+    """faust's event-path check warns about a partition not polled for 300 s; in a session
+    an idle partition is in no answer, so the session marks it polled itself."""
+    await produce(producer, topic, [(0, b"first")])
+    await reader.until(1)
+    idle = reader.consumer._fetcher._subscriptions.subscription.assignment.state_value(
+        TopicPartition(topic, 11))
+    since = int(1000 * time.time())
+
+    async def polled_again() -> bool:
+        await produce(producer, topic, [(0, b"more")])  # fetches go on; partition 11 idle
+        await reader.read()
+        return bool(idle.timestamp and idle.timestamp >= since)
+
+    await async_wait_for(polled_again, within=20, interval=0, what="partition 11 polled")
+    assert reader.seen[11] == []
