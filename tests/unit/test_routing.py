@@ -300,3 +300,17 @@ def test_an_older_record_is_decided_at_the_instance_last_change_not_back_in_time
                      late + timedelta(seconds=5))
     assert on_time.state is not None
     assert on_time.state.updated_at == (late + timedelta(seconds=5)).isoformat()
+
+
+@pytest.mark.parametrize("extra", [{"lot": "L7"}, {"tags": ["rush", "oem"]}])
+def test_commands_and_events_carry_the_whole_subject_extra_fields_too(extra):
+    d = Driver()
+    d.feed(StartInstance(instance_id="p1", process="reman",
+                         subject=Subject(type="part", id="SN1", **extra)))
+    dec = d.done("receive")
+    subjects = [c.subject.dump() for c in dec.commands] + [e.subject.dump() for e in dec.events]
+    assert subjects and all(s == {"type": "part", "id": "SN1", **extra} for s in subjects)
+    other = Driver()
+    other.feed(StartInstance(instance_id="p1", process="reman",
+                             subject=Subject(type="part", id="SN2", **extra)))
+    assert [c.subject.id for c in other.done("receive").commands] == ["SN2"]

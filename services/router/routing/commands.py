@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 from schemas.durations import parse_duration
 from schemas.graph import Step
@@ -35,7 +37,7 @@ def step_command(graph: Graph, s: InstanceState, step: Step, visit: int, reason:
         command_id=f"{s.instance_id}/{step.id}/{visit}",
         instance_id=s.instance_id,
         tenant=s.tenant,
-        process=ProcessRef(key=s.process_key, version=s.version),
+        process=process_ref(s.process_key, s.version),
         step=step.id,
         step_type=step.type.value,
         step_name=step.name,
@@ -50,7 +52,7 @@ def step_command(graph: Graph, s: InstanceState, step: Step, visit: int, reason:
         decision_type=step.decision_type.value if step.decision_type else None,
         outcomes=graph.outcomes(step),
         priority=s.priority,
-        subject=Subject(**s.subject) if s.subject else None,
+        subject=subject_of(s),
         work_order=s.work_order,
         reason=reason,
         entered_at=now.isoformat(),
@@ -60,6 +62,29 @@ def step_command(graph: Graph, s: InstanceState, step: Step, visit: int, reason:
         action=step.action,
         context=s.context,
     )
+
+
+@lru_cache(maxsize=1024)
+def process_ref(key: str, version: int) -> ProcessRef:
+    """One per process version: messages are frozen, so every one naming it may share it (and
+    a model in a field is not validated again, which is most of what building one costs)."""
+    return ProcessRef(key=key, version=version)
+
+
+def subject_of(s: InstanceState) -> Subject | None:
+    """The instance's subject as a message field; the events and command of one decision, which
+    all name it, share one."""
+    if not s.subject:
+        return None
+    try:
+        return _subject(tuple(s.subject.items()))
+    except TypeError:  # an extra field with a list or object value: not hashable
+        return Subject(**s.subject)
+
+
+@lru_cache(maxsize=256)
+def _subject(items: tuple[tuple[str, Any], ...]) -> Subject:
+    return Subject(**dict(items))
 
 
 def due(graph: Graph, s: InstanceState, step: Step, now: datetime) -> str | None:

@@ -73,12 +73,10 @@ from schemas.messages import (
     InstanceEventKind,
     ParallelState,
     ParentRef,
-    ProcessRef,
     RejectReason,
     StartInstance,
     StepCommand,
     StepCompletion,
-    Subject,
 )
 from schemas.migration import plan_migration
 from services.router.routing import parallel
@@ -86,7 +84,9 @@ from services.router.routing.commands import (
     child_cancel,
     child_start,
     parent_completion,
+    process_ref,
     step_command,
+    subject_of,
 )
 from services.router.routing.conditions import Facts, Hold, choose_condition_edge
 from services.router.routing.graph import Graph
@@ -298,8 +298,8 @@ class _Run:
         s = self.state
         return InstanceEvent(
             kind=kind, instance_id=s.instance_id, tenant=s.tenant,
-            process=ProcessRef(key=s.process_key, version=s.version), at=self.at,
-            subject=Subject(**s.subject) if s.subject else None, work_order=s.work_order,
+            process=process_ref(s.process_key, s.version), at=self.at,
+            subject=subject_of(s), work_order=s.work_order,
             source_event_id=self.source, **fields,
         )
 

@@ -103,8 +103,8 @@ class InstanceState:
             operators={k: list(v) for k, v in self.operators.items()},
             recent_event_ids=list(self.recent_event_ids),
             parent=dict(self.parent) if self.parent else None,
-            lanes=copy.deepcopy(self.lanes),
-            splits=copy.deepcopy(self.splits),
+            lanes=copy.deepcopy(self.lanes) if self.lanes else {},  # most have none
+            splits=copy.deepcopy(self.splits) if self.splits else {},
             deferred=list(self.deferred),  # entries are never changed, only added and removed
             pending=list(self.pending),  # likewise: a migration replaces them, never edits them
         )
