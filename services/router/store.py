@@ -7,12 +7,18 @@ only to recover a partition from that point on: at a rebalance, from this proces
 writes, and at a start, from an earlier process's. The router deletes its RocksDB data at
 every start (`main.py`: the changelog is the only truth), so no earlier process's offset is
 ever read, and this process's own ones serve as well from memory.
+
+For the same reason the partition databases write no write-ahead log: it exists to recover
+RocksDB's own memory after a crash, and after a crash the router starts from the changelog
+alone. Each put then changes memory only (~5 µs against ~9 µs with the log, which also wrote
+to the log file at every put).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import rocksdict
 from faust.stores import STORES, rocksdb
 
 SCHEME = "flowline-rocksdb"
@@ -29,6 +35,16 @@ class Store(rocksdb.Store):
 
     def set_persisted_offset(self, tp: Any, offset: int) -> None:
         self._offsets[tp.partition] = offset
+
+    def _open_for_partition(self, partition: int) -> Any:
+        db = super()._open_for_partition(partition)
+        if isinstance(db, rocksdict.Rdict):
+            db.set_write_options(_NO_LOG)
+        return db
+
+
+_NO_LOG = rocksdict.WriteOptions()
+_NO_LOG.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
 
 
 def register() -> None:
