@@ -20,13 +20,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from io import BytesIO
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.protocol import types as t
 from aiokafka.protocol.struct import Struct
 
 Decoder = Callable[[bytes, int], tuple[tuple[Any, ...], int]]
 Encoder = Callable[[Sequence[Any]], bytes]
+C = TypeVar("C", Decoder, Encoder)
 
 # The fixed-size types, by their `struct` format character.
 _FIXED: dict[type, str] = {t.Int8: "b", t.Int16: "h", t.Int32: "i", t.UInt32: "I",
@@ -171,16 +172,7 @@ def _decode_field(src: _Source, field: Any, indent: int) -> str:
         src.add(indent, f"{v}, = {unpack}.unpack_from(buf, pos)")
         src.add(indent, f"pos += {unpack}.size")
     elif kind in ("string", "bytes", "compact_string", "compact_bytes"):
-        n = src.fresh("n")
-        if kind == "string":
-            src.add(indent, f"{n}, = H.unpack_from(buf, pos)")
-            src.add(indent, "pos += 2")
-        elif kind == "bytes":
-            src.add(indent, f"{n}, = I.unpack_from(buf, pos)")
-            src.add(indent, "pos += 4")
-        else:
-            src.add(indent, f"{n}, pos = uvarint(buf, pos)")
-            src.add(indent, f"{n} -= 1")
+        n = _decode_length(src, indent, {"string": "H", "bytes": "I"}.get(kind))
         src.add(indent, f"if {n} < 0:")
         src.add(indent + 1, f"{v} = None")
         src.add(indent, "else:")
@@ -192,13 +184,7 @@ def _decode_field(src: _Source, field: Any, indent: int) -> str:
         if "string" in kind:
             src.add(indent + 1, f"{v} = {v}.decode({field.encoding!r})")
     elif kind in ("array", "compact_array"):
-        n = src.fresh("n")
-        if kind == "array":
-            src.add(indent, f"{n}, = I.unpack_from(buf, pos)")
-            src.add(indent, "pos += 4")
-        else:
-            src.add(indent, f"{n}, pos = uvarint(buf, pos)")
-            src.add(indent, f"{n} -= 1")
+        n = _decode_length(src, indent, "I" if kind == "array" else None)
         src.add(indent, f"if {n} == -1:")
         src.add(indent + 1, f"{v} = None")
         src.add(indent, "else:")
@@ -211,6 +197,19 @@ def _decode_field(src: _Source, field: Any, indent: int) -> str:
                   "tagged": "tagged"}[kind]
         src.add(indent, f"{v}, pos = {helper}(buf, pos)")
     return v
+
+
+def _decode_length(src: _Source, indent: int, fixed: str | None) -> str:
+    """Read a length prefix into a fresh variable: `fixed` names the struct ("H": 2 bytes,
+    "I": 4) of a classic one; None is a compact one (an unsigned varint, the length + 1)."""
+    n = src.fresh("n")
+    if fixed:
+        src.add(indent, f"{n}, = {fixed}.unpack_from(buf, pos)")
+        src.add(indent, f"pos += {2 if fixed == 'H' else 4}")
+    else:
+        src.add(indent, f"{n}, pos = uvarint(buf, pos)")
+        src.add(indent, f"{n} -= 1")
+    return n
 
 
 def compile_decoder(schema: t.Schema) -> Decoder:
@@ -258,34 +257,33 @@ def _encode_field(src: _Source, field: Any, value: str, indent: int) -> None:
         src.add(indent, f"add({pack}.pack({value}))")
     elif kind in ("string", "compact_string"):
         e = src.fresh("e")
-        src.add(indent, f"if {value} is None:")
-        src.add(indent + 1, "add(NULL16)" if kind == "string" else "add(b'\\x00')")
-        src.add(indent, "else:")
-        src.add(indent + 1, f"{e} = str({value}).encode({field.encoding!r})")
-        length = f"H.pack(len({e}))" if kind == "string" else f"uvarint_bytes(len({e}) + 1)"
-        src.add(indent + 1, f"add({length})")
+        src.add(indent, f"{e} = None if {value} is None else str({value}).encode("
+                        f"{field.encoding!r})")
+        _encode_length(src, indent, e, "H" if kind == "string" else None)
         src.add(indent + 1, f"add({e})")
     elif kind in ("bytes", "compact_bytes"):
-        src.add(indent, f"if {value} is None:")
-        src.add(indent + 1, "add(NULL32)" if kind == "bytes" else "add(b'\\x00')")
-        src.add(indent, "else:")
-        length = f"I.pack(len({value}))" if kind == "bytes" \
-            else f"uvarint_bytes(len({value}) + 1)"
-        src.add(indent + 1, f"add({length})")
+        _encode_length(src, indent, value, "I" if kind == "bytes" else None)
         src.add(indent + 1, f"add({value})")
     elif kind in ("array", "compact_array"):
         element = src.fresh("y")
-        src.add(indent, f"if {value} is None:")
-        src.add(indent + 1, "add(NULL32)" if kind == "array" else "add(b'\\x00')")
-        src.add(indent, "else:")
-        length = f"I.pack(len({value}))" if kind == "array" \
-            else f"uvarint_bytes(len({value}) + 1)"
-        src.add(indent + 1, f"add({length})")
+        _encode_length(src, indent, value, "I" if kind == "array" else None)
         src.add(indent + 1, f"for {element} in {value}:")
         _encode_field(src, field.array_of, element, indent + 2)
     else:  # varints and tagged fields: aiokafka's own encoders (rare, and not hot)
         codec = src.const(field, "C")
         src.add(indent, f"add({codec}.encode({value}))")
+
+
+def _encode_length(src: _Source, indent: int, value: str, fixed: str | None) -> None:
+    """`value`'s length prefix, or its null, in the classic form (`fixed`: "H" for 2 bytes,
+    "I" for 4; null is -1) or the compact one (None: an unsigned varint of the length + 1;
+    null is 0). What follows at `indent + 1` is written only when `value` is not None."""
+    src.add(indent, f"if {value} is None:")
+    null = {"H": "NULL16", "I": "NULL32"}.get(fixed or "", "b'\\x00'")
+    src.add(indent + 1, f"add({null})")
+    src.add(indent, "else:")
+    length = f"{fixed}.pack(len({value}))" if fixed else f"uvarint_bytes(len({value}) + 1)"
+    src.add(indent + 1, f"add({length})")
 
 
 def compile_encoder(schema: t.Schema) -> Encoder:
@@ -317,27 +315,25 @@ _encoders: dict[type, Encoder | None] = {}
 
 
 def _decoder(cls: type) -> Decoder | None:
-    try:
-        return _decoders[cls]
-    except KeyError:
-        try:
-            decoder: Decoder | None = compile_decoder(cls.SCHEMA)  # type: ignore[attr-defined]
-        except Unsupported:
-            decoder = None
-        _decoders[cls] = decoder
-        return decoder
+    return _compiled(_decoders, compile_decoder, cls)
 
 
 def _encoder(cls: type) -> Encoder | None:
+    return _compiled(_encoders, compile_encoder, cls)
+
+
+def _compiled(cache: dict[type, C | None], compile: Callable[[Any], C], cls: type) -> C | None:
+    """`cls`'s compiled function, compiled on first use; None where its schema is not
+    supported (the generic code serves it)."""
     try:
-        return _encoders[cls]
+        return cache[cls]
     except KeyError:
         try:
-            encoder: Encoder | None = compile_encoder(cls.SCHEMA)  # type: ignore[attr-defined]
+            compiled: C | None = compile(cls.SCHEMA)  # type: ignore[attr-defined]
         except Unsupported:
-            encoder = None
-        _encoders[cls] = encoder
-        return encoder
+            compiled = None
+        cache[cls] = compiled
+        return compiled
 
 
 def _decode(cls: type[Struct], data: BytesIO | bytes) -> Struct:
