@@ -153,9 +153,10 @@ class _SessionClient:
         """Every partition asked for was polled now, named in the answer or not (faust's
         event-path check reads this time to tell a consumer that stopped fetching); once
         every `POLLED_EVERY` seconds is often enough."""
-        if time.monotonic() - self._polled_at < POLLED_EVERY:
+        now = time.monotonic()
+        if now - self._polled_at < POLLED_EVERY:
             return
-        self._polled_at = time.monotonic()
+        self._polled_at = now
         subscription = self._fetcher._subscriptions.subscription
         assignment = subscription.assignment if subscription is not None else None
         if assignment is None:

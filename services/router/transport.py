@@ -163,7 +163,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
         fetcher = self._consumer._fetcher  # type: ignore[union-attr]  # started just now
-        self.fetch_sessions = fetch_sessions.attach(fetcher)  # point 13
+        fetch_sessions.attach(fetcher)  # point 13
 
     async def _gather_remaining_tasks(self) -> None:
         """mode cancels every task of the thread's loop as the thread ends; this loop is the

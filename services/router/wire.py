@@ -29,6 +29,8 @@ Decoder = Callable[[bytes, int], tuple[tuple[Any, ...], int]]
 Encoder = Callable[[Sequence[Any]], bytes]
 C = TypeVar("C", Decoder, Encoder)
 
+# The length prefixes of classic strings ("H") and of byte strings and arrays ("I").
+_PREFIXES = {"H": struct.Struct(">h"), "I": struct.Struct(">i")}
 # The fixed-size types, by their `struct` format character.
 _FIXED: dict[type, str] = {t.Int8: "b", t.Int16: "h", t.Int32: "i", t.UInt32: "I",
                            t.Int64: "q", t.Float64: "d", t.Boolean: "?"}
@@ -164,9 +166,9 @@ def _decode_schema(src: _Source, schema: t.Schema, indent: int) -> str:
 
 def _decode_field(src: _Source, field: Any, indent: int) -> str:
     kind = _kind(field)
-    v = src.fresh("v")
     if kind == "schema":
         return _decode_schema(src, field, indent)
+    v = src.fresh("v")
     if kind == "fixed":
         unpack = src.const(struct.Struct(">" + _FIXED[field]), "S")
         src.add(indent, f"{v}, = {unpack}.unpack_from(buf, pos)")
@@ -205,7 +207,7 @@ def _decode_length(src: _Source, indent: int, fixed: str | None) -> str:
     n = src.fresh("n")
     if fixed:
         src.add(indent, f"{n}, = {fixed}.unpack_from(buf, pos)")
-        src.add(indent, f"pos += {2 if fixed == 'H' else 4}")
+        src.add(indent, f"pos += {_PREFIXES[fixed].size}")
     else:
         src.add(indent, f"{n}, pos = uvarint(buf, pos)")
         src.add(indent, f"{n} -= 1")
@@ -221,9 +223,9 @@ def compile_decoder(schema: t.Schema) -> Decoder:
     src.add(2, f"return {out}, pos")
     src.add(1, "except StructError as exc:")
     src.add(2, "raise ValueError(f'Buffer underrun decoding a struct: {exc}') from exc")
-    scope = {**src.names, "H": struct.Struct(">h"), "I": struct.Struct(">i"),
-             "uvarint": _uvarint, "varint32": _varint32, "varint64": _varint64,
-             "tagged": _tagged, "underrun": _underrun, "StructError": struct.error}
+    scope = {**src.names, **_PREFIXES, "uvarint": _uvarint, "varint32": _varint32,
+             "varint64": _varint64, "tagged": _tagged, "underrun": _underrun,
+             "StructError": struct.error}
     exec(compile("\n".join(src.lines), f"<wire decoder {id(schema):x}>", "exec"), scope)
     decoder: Decoder = scope["decode"]
     return decoder
@@ -298,9 +300,9 @@ def compile_encoder(schema: t.Schema) -> Encoder:
     src.add(2, "raise ValueError(f'Error encountered when attempting to convert value to "
                "struct format: {exc}') from exc")
     src.add(1, "return b''.join(parts)")
-    scope = {**src.names, "H": struct.Struct(">h"), "I": struct.Struct(">i"),
-             "NULL16": struct.pack(">h", -1), "NULL32": struct.pack(">i", -1),
-             "uvarint_bytes": t.UnsignedVarInt32.encode, "StructError": struct.error}
+    scope = {**src.names, **_PREFIXES, "NULL16": struct.pack(">h", -1),
+             "NULL32": struct.pack(">i", -1), "uvarint_bytes": t.UnsignedVarInt32.encode,
+             "StructError": struct.error}
     exec(compile("\n".join(src.lines), f"<wire encoder {id(schema):x}>", "exec"), scope)
     encoder: Encoder = scope["encode"]
     return encoder
